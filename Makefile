@@ -1,0 +1,37 @@
+# kibble: `make demo` (set up + the main job on built-in data), `make test` (set up + the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKSPACE ?= workspaces/demo
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup weights demo test test-fast clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch/torchvision first and pinned: pip takes these wheels from the machine's local store
+# (a bare `torch` would pull a multi-GB build from the index).
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+weights: setup
+	$(BIN)/python scripts/convert_effnet_lite0.py
+
+demo: setup weights
+	$(BIN)/kibble import workspace=$(WORKSPACE) overwrite=true inject_noise.rate=0.2
+	$(BIN)/kibble loop workspace=$(WORKSPACE) experiment=demo_loop
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) workspaces

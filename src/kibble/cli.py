@@ -1,0 +1,60 @@
+"""`kibble <task> [hydra overrides]`: dispatch to the task's Hydra entry point."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+# task -> (module, one-line description)
+TASKS: dict[str, tuple[str, str]] = {
+    "import": ("kibble.tasks.import_data", "read a source (digits, image folder, Stanford Dogs, CSV) into a workspace"),
+    "train": ("kibble.tasks.train", "fine-tune a timm model on the train split, test it, save the best checkpoint"),
+    "predict": ("kibble.tasks.predict", "checkpoint -> predictions Parquet for a manifest split or a folder of images"),
+    "eval": ("kibble.tasks.evaluate", "metrics of a checkpoint or predictions file on a split"),
+    "kfold": ("kibble.tasks.kfold", "k-fold cross-validation: out-of-fold softmax for every train image (resumable)"),
+    "queue": ("kibble.tasks.queue", "rank samples with cleaning strategies into a relabel queue (CSV + Label Studio)"),
+    "merge": ("kibble.tasks.merge", "fold reviews (CSV or Label Studio export) into the label history"),
+    "loop": ("kibble.tasks.loop", "run cleaning rounds end to end with a simulated annotator"),
+}
+
+
+def usage() -> str:
+    width = max(len(t) for t in TASKS)
+    lines = ["usage: kibble <task> [hydra overrides] [-m] [--help]", "", "tasks:"]
+    lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in TASKS.items() if _available(name)]
+    lines += ["", "Every task takes workspace=DIR. `kibble <task> --help` shows its config; `--cfg job` prints it."]
+    return "\n".join(lines)
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(TASKS[name][0]) is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    task, rest = argv[0], argv[1:]
+    if task not in TASKS or not _available(task):
+        print(f"kibble: unknown task {task!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    module = importlib.import_module(TASKS[task][0])
+    sys.argv = [f"kibble-{task}", *rest]
+    from kibble import KibbleError
+
+    try:
+        module.main()
+    except KibbleError as err:
+        print(f"kibble {task}: error: {err}", file=sys.stderr)
+        return 1
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""LightningDataModules over a workspace manifest: images (full fine-tune) or cached features.
+
+Which rows train, which form the inner validation split and which get predicted is decided here
+once, so `kibble train` and every k-fold fold share one code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from kibble import KibbleError
+from kibble.data.classes import ClassList
+from kibble.data.dataset import ManifestDataset
+from kibble.data.images import scan_images
+from kibble.data.manifest import load_manifest, resolve_image_path
+from kibble.data.transforms import build_transform
+from kibble.paths import Workspace
+
+
+def trainable_rows(manifest: pd.DataFrame) -> pd.Series:
+    """Train rows with a label that a review has not put out of scope."""
+    mask = (manifest["split"] == "train") & manifest["label"].notna()
+    if "excluded" in manifest.columns:
+        mask &= ~manifest["excluded"].fillna(False).astype(bool)
+    return mask
+
+
+def inner_split(rows: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified inner validation split of the training rows (never the held-out fold)."""
+    if fraction <= 0 or len(rows) < 10:
+        return rows, rows.iloc[:0]
+    counts = rows["label"].value_counts()
+    stratify = rows["label"] if counts.min() >= 2 and int(fraction * len(rows)) >= len(counts) else None
+    fit, val = train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
+    return fit.sort_index(), val.sort_index()
+
+
+class ManifestDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        workspace: str,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        inner_val_fraction: float = 0.1,
+        seed: int = 0,
+        on_bad_image: str = "fail",
+        verify_images: bool = False,
+        augment: dict[str, Any] | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.workspace = Workspace(workspace).require()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.inner_val_fraction = inner_val_fraction
+        self.seed = seed
+        self.on_bad_image = on_bad_image
+        self.verify_images = verify_images
+        self.augment = dict(augment or {})
+        self.pin_memory = pin_memory
+        self.classes = ClassList.load(self.workspace.classes)
+        self.manifest = load_manifest(self.workspace.manifest, self.classes.names)
+        self.data_config: dict[str, Any] | None = None
+        self.fit_ids: Sequence[str] | None = None
+        self.predict_rows = self.manifest.iloc[:0]
+        self.test_split: str | None = None
+        self.skipped: dict[str, str] = {}
+
+    # --- what to use -------------------------------------------------------------------------
+    def configure(self, data_config: dict[str, Any] | None = None, fit_ids: Sequence[str] | None = None) -> "ManifestDataModule":
+        """Set the model's data config and, for a fold, which sample_ids may be trained on."""
+        self.data_config = data_config
+        self.fit_ids = None if fit_ids is None else list(fit_ids)
+        return self
+
+    def set_predict(self, rows: pd.DataFrame) -> None:
+        self.predict_rows = rows.reset_index(drop=True)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes.names
+
+    def training_rows(self) -> pd.DataFrame:
+        rows = self.manifest[trainable_rows(self.manifest)]
+        if self.fit_ids is not None:
+            rows = rows[rows["sample_id"].isin(set(self.fit_ids))]
+        if rows.empty:
+            raise KibbleError(f"{self.workspace.manifest}: no labelled train rows to fit on")
+        return rows
+
+    def split_rows(self, split: str) -> pd.DataFrame:
+        return self.manifest[(self.manifest["split"] == split) & self.manifest["label"].notna()]
+
+    def default_test_split(self) -> str | None:
+        for split in ("test", "val"):
+            if len(self.split_rows(split)):
+                return split
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        rows = self.training_rows()
+        rows = self._drop_bad(rows)
+        self.fit_rows, self.val_rows = inner_split(rows, self.inner_val_fraction, self.seed)
+        self.test_split = self.default_test_split()
+        self.test_rows = self._drop_bad(self.split_rows(self.test_split)) if self.test_split else self.manifest.iloc[:0]
+
+    def _drop_bad(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if not self.verify_images and self.on_bad_image == "fail":
+            return rows
+        paths = [resolve_image_path(p, self.workspace.data_root) for p in rows["path"]]
+        bad = scan_images(paths, self.on_bad_image, progress=True)
+        for i, reason in bad.items():
+            self.skipped[rows.iloc[i]["sample_id"]] = reason
+        return rows.drop(rows.index[list(bad)]) if bad else rows
+
+    # --- datasets ----------------------------------------------------------------------------
+    def make_dataset(self, rows: pd.DataFrame, train: bool) -> Dataset:
+        if self.data_config is None:
+            raise RuntimeError("call configure(data_config=model.data_config()) before using the datamodule")
+        transform = build_transform(self.data_config, train=train, **(self.augment if train else {}))
+        return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform)
+
+    def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.make_dataset(rows, train),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0 and train,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.fit_rows, train=True, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_rows, train=False, shuffle=False) if len(self.val_rows) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_rows, train=False, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_rows, train=False, shuffle=False)
+
+
+class FeatureDataModule(ManifestDataModule):
+    """Same rows, but each sample is its cached embedding (see kibble.data.features)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.features: dict[str, int] = {}
+        self.matrix: torch.Tensor | None = None
+
+    def attach_features(self, sample_ids: list[str], matrix: np.ndarray) -> "FeatureDataModule":
+        self.features = {sid: i for i, sid in enumerate(sample_ids)}
+        self.matrix = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+        return self
+
+    def fit_matrix(self) -> torch.Tensor:
+        return self.matrix[[self.features[s] for s in self.fit_rows["sample_id"]]]
+
+    def make_dataset(self, rows: pd.DataFrame, train: bool) -> Dataset:
+        if self.matrix is None:
+            raise RuntimeError("attach_features(...) before using a FeatureDataModule")
+        missing = [s for s in rows["sample_id"] if s not in self.features]
+        if missing:
+            raise KibbleError(f"feature cache has no embedding for sample {missing[0]!r}; re-run to refresh the cache")
+        idx = torch.tensor([self.features[s] for s in rows["sample_id"]], dtype=torch.long)
+        index = {c: i for i, c in enumerate(self.class_names)}
+        y = torch.tensor([index.get(l, -1) if l is not None else -1 for l in rows["label"]], dtype=torch.long)
+        return TensorDataset(self.matrix[idx], y, torch.arange(len(rows)))

@@ -1,0 +1,82 @@
+"""The manifest: one row per image (DESIGN §3). Schema, validation, load and atomic save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.io import atomic_write_parquet
+
+REQUIRED_COLUMNS = ("sample_id", "path", "label", "split")
+SPLITS = ("train", "val", "test", "pool")
+
+
+def validate_manifest(frame: pd.DataFrame, class_names: list[str] | None = None, source: str = "manifest") -> pd.DataFrame:
+    """Check the manifest contract and return it with normalised dtypes; raise one clear line otherwise."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise KibbleError(
+            f"{source}: missing column(s) {missing}; a manifest needs {list(REQUIRED_COLUMNS)}"
+        )
+    frame = frame.reset_index(drop=True).copy()
+    if frame["sample_id"].isna().any():
+        row = int(frame.index[frame["sample_id"].isna()][0])
+        raise KibbleError(f"{source}: row {row} has an empty sample_id; give every image an id")
+    frame["sample_id"] = frame["sample_id"].astype(str)
+    dup = frame["sample_id"].duplicated(keep=False)
+    if dup.any():
+        rows = frame.index[dup].tolist()
+        sid = frame.loc[rows[0], "sample_id"]
+        raise KibbleError(
+            f"{source}: duplicate sample_id {sid!r} at rows {rows[:5]}; sample_ids must be unique"
+        )
+    if frame["path"].isna().any():
+        row = int(frame.index[frame["path"].isna()][0])
+        raise KibbleError(f"{source}: row {row} (sample_id {frame.loc[row, 'sample_id']!r}) has no path")
+    frame["path"] = frame["path"].astype(str)
+    bad_split = ~frame["split"].isin(SPLITS)
+    if bad_split.any():
+        row = int(frame.index[bad_split][0])
+        raise KibbleError(
+            f"{source}: row {row} has split {frame.loc[row, 'split']!r}; use one of {list(SPLITS)}"
+        )
+    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+    frame["label"] = frame["label"].map(lambda v: None if v is None else str(v))
+    if class_names is not None:
+        known = set(class_names)
+        unknown = frame["label"].notna() & ~frame["label"].isin(known)
+        if unknown.any():
+            row = int(frame.index[unknown][0])
+            raise KibbleError(
+                f"{source}: row {row} (sample_id {frame.loc[row, 'sample_id']!r}) has unknown class "
+                f"{frame.loc[row, 'label']!r}; add it to classes.yaml or fix the label"
+            )
+    return frame
+
+
+def load_manifest(path: str | Path, class_names: list[str] | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise KibbleError(f"{path}: manifest not found; run `kibble import` first")
+    return validate_manifest(pd.read_parquet(path), class_names, source=str(path))
+
+
+def save_manifest(frame: pd.DataFrame, path: str | Path, class_names: list[str] | None = None) -> Path:
+    frame = validate_manifest(frame, class_names, source=str(path))
+    return atomic_write_parquet(path, frame)
+
+
+def manifest_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of what a k-fold round depends on: which train samples exist and their labels."""
+    import hashlib
+
+    train = frame[frame["split"] == "train"].sort_values("sample_id")
+    payload = "\n".join(f"{s}\t{l}" for s, l in zip(train["sample_id"], train["label"]))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def resolve_image_path(path: str, data_root: str | Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(data_root) / p

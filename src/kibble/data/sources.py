@@ -1,0 +1,175 @@
+"""Importers: turn a source (digits, image folder, Stanford Dogs tree, CSV) into manifest rows.
+
+Each returns (frame, class_names, display_names, data_root). Paths in the frame are relative to
+data_root, sample_id defaults to that relative path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kibble import KibbleError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _require_dir(root: str | Path, what: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise KibbleError(f"source.root={root}: {what} directory does not exist; point source.root at it")
+    return root.resolve()
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def stratified_split(labels: pd.Series, fractions: dict[str, float], seed: int) -> np.ndarray:
+    """Assign each row a split name, stratified by label; the rest goes to 'train'."""
+    rng = np.random.default_rng(seed)
+    out = np.array(["train"] * len(labels), dtype=object)
+    for _, idx in labels.reset_index(drop=True).groupby(labels.reset_index(drop=True)).groups.items():
+        idx = rng.permutation(np.asarray(idx))
+        start = 0
+        for name, frac in fractions.items():
+            n = int(round(frac * len(idx)))
+            out[idx[start : start + n]] = name
+            start += n
+    return out
+
+
+def import_digits(root: str | Path, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0, size: int = 32):
+    """scikit-learn's bundled 8x8 digits, written as PNGs so the real image path is exercised."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = Path(root)
+    digits = load_digits()
+    rows = []
+    for i, (image, target) in enumerate(zip(digits.images, digits.target)):
+        rel = Path(str(target)) / f"digit_{i:04d}.png"
+        out = root / rel
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pixels = (255 - image * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert("RGB").save(out)
+        rows.append({"sample_id": rel.as_posix(), "path": rel.as_posix(), "label": str(target)})
+    frame = pd.DataFrame(rows)
+    frame["split"] = stratified_split(frame["label"], {"test": test_fraction, "val": val_fraction}, seed)
+    names = [str(i) for i in range(10)]
+    return frame, names, {n: f"digit {n}" for n in names}, root
+
+
+def import_image_folder(root: str | Path, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0):
+    """One folder per class, optionally under train/ val/ test/ subfolders."""
+    root = _require_dir(root, "image folder")
+    split_dirs = [d for d in ("train", "val", "test") if (root / d).is_dir()]
+    rows = []
+    if split_dirs:
+        for split in split_dirs:
+            for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                for img in _images_under(class_dir):
+                    rel = img.relative_to(root).as_posix()
+                    rows.append({"sample_id": rel, "path": rel, "label": class_dir.name, "split": split})
+    else:
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for img in _images_under(class_dir):
+                rel = img.relative_to(root).as_posix()
+                rows.append({"sample_id": rel, "path": rel, "label": class_dir.name})
+    if not rows:
+        raise KibbleError(f"source.root={root}: no images found; expected <class>/<image> or train/<class>/<image>")
+    frame = pd.DataFrame(rows)
+    if not split_dirs:
+        frame["split"] = stratified_split(frame["label"], {"test": test_fraction, "val": val_fraction}, seed)
+    names = sorted(frame["label"].unique())
+    return frame, names, {n: n for n in names}, root
+
+
+def _breed_name(folder: str) -> tuple[str, str]:
+    wnid, _, breed = folder.partition("-")
+    return wnid, (breed or wnid).replace("_", " ")
+
+
+def _read_mat_list(path: Path) -> list[str]:
+    from scipy.io import loadmat
+
+    mat = loadmat(path)
+    if "file_list" not in mat:
+        raise KibbleError(f"{path}: expected a `file_list` variable (the Stanford Dogs list format)")
+    return [str(np.asarray(item).ravel()[0]) for item in mat["file_list"].ravel()]
+
+
+def import_stanford_dogs(root: str | Path, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0):
+    """The official tree Images/<wnid>-<Breed>/*.jpg, split by lists/{train,test}_list.mat if present."""
+    root = _require_dir(root, "Stanford Dogs")
+    images_dir = root / "Images"
+    if not images_dir.is_dir():
+        raise KibbleError(f"source.root={root}: no Images/ folder; expected the Stanford Dogs layout Images/<wnid>-<Breed>/")
+    rows, display = [], {}
+    for class_dir in sorted(p for p in images_dir.iterdir() if p.is_dir()):
+        wnid, breed = _breed_name(class_dir.name)
+        display[wnid] = breed
+        for img in _images_under(class_dir):
+            rel = img.relative_to(images_dir).as_posix()
+            rows.append({"sample_id": rel, "path": f"Images/{rel}", "label": wnid, "breed_folder": class_dir.name})
+    if not rows:
+        raise KibbleError(f"source.root={root}: no images under Images/<wnid>-<Breed>/")
+    frame = pd.DataFrame(rows)
+    train_list, test_list = root / "lists" / "train_list.mat", root / "lists" / "test_list.mat"
+    if train_list.is_file() and test_list.is_file():
+        official = {f: "train" for f in _read_mat_list(train_list)}
+        official.update({f: "test" for f in _read_mat_list(test_list)})
+        frame["split"] = frame["sample_id"].map(official)
+        unlisted = frame["split"].isna()
+        if unlisted.any():
+            raise KibbleError(
+                f"{train_list.parent}: {int(unlisted.sum())} images (e.g. {frame.loc[unlisted, 'sample_id'].iloc[0]}) "
+                "are in neither train_list.mat nor test_list.mat; remove them or the lists"
+            )
+        if val_fraction > 0:
+            train = frame["split"] == "train"
+            frame.loc[train, "split"] = stratified_split(frame.loc[train, "label"], {"val": val_fraction}, seed)
+    else:
+        frame["split"] = stratified_split(frame["label"], {"test": test_fraction, "val": val_fraction}, seed)
+    names = sorted(frame["label"].unique())
+    return frame, names, display, root
+
+
+def import_csv(path: str | Path, root: str | Path | None = None, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0):
+    """A user's own table: path, label, optional sample_id/split/group and any metadata columns."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise KibbleError(f"source.path={path}: CSV file does not exist")
+    frame = pd.read_csv(path)
+    for col in ("path", "label"):
+        if col not in frame.columns:
+            raise KibbleError(f"{path}: missing column {col!r}; the CSV needs path,label[,split,group,sample_id,...]")
+    data_root = Path(root).expanduser().resolve() if root else path.parent.resolve()
+    if "sample_id" not in frame.columns:
+        frame.insert(0, "sample_id", frame["path"].astype(str))
+    if "split" not in frame.columns:
+        labelled = frame["label"].fillna("__pool__").astype(str)
+        frame["split"] = stratified_split(labelled, {"test": test_fraction, "val": val_fraction}, seed)
+        frame.loc[frame["label"].isna(), "split"] = "pool"
+    names = sorted(frame["label"].dropna().astype(str).unique())
+    return frame, names, {n: n for n in names}, data_root
+
+
+def inject_noise(frame: pd.DataFrame, class_names: list[str], rate: float, seed: int = 0) -> pd.DataFrame:
+    """Flip exactly round(rate * n_train) train labels to a random other class; keep the truth in true_label."""
+    if not 0.0 <= rate < 1.0:
+        raise KibbleError(f"inject_noise.rate={rate}; use a fraction in [0, 1)")
+    frame = frame.copy()
+    if "true_label" not in frame.columns:
+        frame["true_label"] = frame["label"]
+    train_idx = np.flatnonzero((frame["split"] == "train").to_numpy() & frame["label"].notna().to_numpy())
+    rng = np.random.default_rng(seed)
+    flip = rng.choice(train_idx, size=int(round(rate * len(train_idx))), replace=False)
+    for i in flip:
+        current = frame.at[i, "label"]
+        others = [c for c in class_names if c != current]
+        frame.at[i, "label"] = others[rng.integers(len(others))]
+    return frame

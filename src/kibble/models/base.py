@@ -1,0 +1,72 @@
+"""Shared training logic for the full fine-tune and the features-head modules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ClassifierBase(L.LightningModule):
+    """Loss, per-stage torchmetrics, optimizer + per-step scheduler, predict_step for the store."""
+
+    num_classes: int
+
+    def setup_common(self, num_classes: int, optimizer: Callable | None, scheduler: Callable | None, label_smoothing: float) -> None:
+        self.num_classes = num_classes
+        self._optimizer_factory = optimizer
+        self._scheduler_factory = scheduler
+        self.label_smoothing = label_smoothing
+        self.train_metrics = _metrics(num_classes, "train/")
+        self.val_metrics = _metrics(num_classes, "val/")
+        self.test_metrics = _metrics(num_classes, "test/")
+
+    def _step(self, batch, metrics: MetricCollection, stage: str):
+        x, y, _ = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        metrics.update(logits.detach(), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x, _, index = batch
+        logits = self(x).float()
+        return {"index": index, "logits": logits, "probs": logits.softmax(dim=-1)}
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self._optimizer_factory is None:
+            optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+        else:
+            optimizer = self._optimizer_factory(params=params)
+        if self._scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1000
+        scheduler = self._scheduler_factory(optimizer, total_steps=int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

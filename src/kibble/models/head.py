@@ -1,0 +1,48 @@
+"""Features mode: a head over cached frozen-backbone embeddings, trained through the same Lightning path."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from kibble.models.base import ClassifierBase
+
+
+class FeatureClassifier(ClassifierBase):
+    """Linear (hidden=0) or one-hidden-layer MLP head; inputs are standardised by stored statistics.
+
+    `embedder` (plain kwargs of kibble.data.features.Embedder) is kept in the checkpoint so
+    `kibble predict` can embed new images the same way before applying the head.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: int = 0,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_names: list[str] | None = None,
+        embedder: dict | None = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+        if hidden:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+        self.setup_common(num_classes, optimizer, scheduler, label_smoothing)
+
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise with the training rows' statistics (part of the checkpoint)."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((x - self.feature_mean) / self.feature_std)

@@ -1,0 +1,123 @@
+"""Shared task plumbing: build the datamodule, model and Trainer from a composed config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from kibble.data.datamodule import FeatureDataModule, ManifestDataModule
+from kibble.paths import Workspace
+from kibble.predictions.writer import ArrayPredictionWriter
+
+log = logging.getLogger(__name__)
+
+
+def features_mode(cfg: DictConfig) -> bool:
+    return cfg.get("embedder") is not None
+
+
+def attach_features(cfg: DictConfig, dm: FeatureDataModule) -> int:
+    """Embed (or read from cache) every manifest row once; return the feature width."""
+    embedder = hydra.utils.instantiate(cfg.embedder)
+    rows = dm.manifest
+    ids, matrix = embedder.features_for(rows, dm.workspace.data_root, dm.workspace.cache / "features")
+    dm.attach_features(ids, matrix)
+    return int(matrix.shape[1])
+
+
+def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, dm: ManifestDataModule | None = None) -> tuple[ManifestDataModule, L.LightningModule]:
+    """Instantiate data + model; the model gets num_classes (and feature width) from the workspace."""
+    dm = dm or hydra.utils.instantiate(cfg.data)
+    extra: dict[str, Any] = {"num_classes": len(dm.class_names), "class_names": list(dm.class_names)}
+    if features_mode(cfg):
+        if not isinstance(dm, FeatureDataModule):
+            raise ValueError("features mode needs data._target_=kibble.data.datamodule.FeatureDataModule (use model=features)")
+        if dm.matrix is None:
+            attach_features(cfg, dm)
+        extra["in_features"] = int(dm.matrix.shape[1])
+        extra["embedder"] = OmegaConf.to_container(cfg.embedder, resolve=True)
+        model = hydra.utils.instantiate(cfg.model, **extra)
+        dm.configure(None, fit_ids)
+        dm.setup("fit")
+        model.set_feature_stats(dm.fit_matrix())
+    else:
+        model = hydra.utils.instantiate(cfg.model, **extra)
+        dm.configure(model.data_config(), fit_ids)
+        dm.setup("fit")
+    return dm, model
+
+
+def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, **overrides: Any) -> L.Trainer:
+    """Trainer with the configured callbacks; checkpoints and logs go under out_dir."""
+    out_dir = Path(out_dir)
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None or "_target_" not in cb_cfg:
+            continue
+        kwargs = {}
+        if cb_cfg._target_.endswith("ModelCheckpoint") and cb_cfg.get("dirpath") is None:
+            kwargs["dirpath"] = str(out_dir / "checkpoints")
+        callbacks.append(hydra.utils.instantiate(cb_cfg, **kwargs))
+    loggers = []
+    if with_logger:
+        for name, lg_cfg in (cfg.get("logger") or {}).items():
+            if lg_cfg is not None and "_target_" in lg_cfg:
+                loggers.append(hydra.utils.instantiate(lg_cfg, save_dir=str(out_dir)))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir), **overrides)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+            return cb.best_model_path
+    return None
+
+
+def restore_best(trainer: L.Trainer, model: L.LightningModule) -> L.LightningModule:
+    """Load the best checkpoint's weights into `model` in place (checkpoint selection on the inner val)."""
+    path = best_checkpoint(trainer)
+    if path and Path(path).is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    return model
+
+
+def predict_rows(model: L.LightningModule, dm: ManifestDataModule, rows: pd.DataFrame, trainer_cfg: DictConfig | None = None) -> dict[str, np.ndarray]:
+    """probs/logits for `rows` (in row order) via a quiet single-device predict Trainer."""
+    if len(rows) == 0:
+        k = len(dm.class_names)
+        return {"probs": np.zeros((0, k), np.float32), "logits": np.zeros((0, k), np.float32)}
+    writer = ArrayPredictionWriter()
+    accelerator = (trainer_cfg or {}).get("accelerator", "cpu") if trainer_cfg is not None else "cpu"
+    precision = (trainer_cfg or {}).get("precision", "32-true") if trainer_cfg is not None else "32-true"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False)
+    dm.set_predict(rows)
+    trainer.predict(model, datamodule=dm, return_predictions=False)
+    return writer.result()
+
+
+def load_classifier(path: str | Path) -> L.LightningModule:
+    """Reload either module type from a checkpoint file."""
+    from kibble import KibbleError
+    from kibble.models.classifier import ImageClassifier
+    from kibble.models.head import FeatureClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise KibbleError(f"ckpt_path={path}: checkpoint not found")
+    hparams = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    cls = FeatureClassifier if "in_features" in hparams else ImageClassifier
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+
+
+def workspace_of(cfg: DictConfig) -> Workspace:
+    return Workspace(cfg.workspace)

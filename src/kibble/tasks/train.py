@@ -1,0 +1,47 @@
+"""`kibble train`: fit on the train split (inner validation for early stopping), test, save metrics."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from kibble.io import atomic_write_json
+from kibble.paths import config_dir
+from kibble.tasks.common import best_checkpoint, build_data_and_model, build_trainer, restore_best
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict:
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    dm, model = build_data_and_model(cfg)
+    trainer = build_trainer(cfg, out_dir)
+    log.info("training on %d images (inner val %d), %d classes", len(dm.fit_rows), len(dm.val_rows), len(dm.class_names))
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    restore_best(trainer, model)
+    result: dict = {"best_checkpoint": best_checkpoint(trainer), "n_train": len(dm.fit_rows), "n_inner_val": len(dm.val_rows)}
+    if cfg.get("test", True) and len(dm.test_rows):
+        tested = trainer.test(model, datamodule=dm, verbose=False)[0]
+        result.update(
+            test_split=dm.test_split,
+            n_test=len(dm.test_rows),
+            test_accuracy=float(tested["test/acc"]),
+            test_f1_macro=float(tested["test/f1_macro"]),
+        )
+        log.info("test (%s split, %d images): accuracy %.4f  macro F1 %.4f", dm.test_split, len(dm.test_rows), result["test_accuracy"], result["test_f1_macro"])
+        print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_f1_macro']:.4f}  ({dm.test_split} split, {len(dm.test_rows)} images)")
+    if dm.skipped:
+        result["skipped_images"] = dm.skipped
+    atomic_write_json(out_dir / "metrics.json", result)
+    log.info("metrics: %s", out_dir / "metrics.json")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg).get("test_accuracy")
