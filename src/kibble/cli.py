@@ -20,6 +20,9 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 
+_TASK_ENV = "KIBBLE_TASK"
+
+
 def usage() -> str:
     width = max(len(t) for t in TASKS)
     lines = ["usage: kibble <task> [hydra overrides] [-m] [--help]", "", "tasks:"]
@@ -34,6 +37,11 @@ def _available(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    relaunched = os.environ.get(_TASK_ENV)
+    if argv and argv[0] not in TASKS and relaunched in TASKS and all("=" in a or a.startswith("-") for a in argv):
+        # Lightning's DDP launcher re-runs `python <sys.argv[0]> <overrides>` for ranks > 0: the task
+        # name is not in that command line, so it travels in the environment.
+        argv = [relaunched, *argv]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -43,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     module = importlib.import_module(TASKS[task][0])
-    sys.argv = [f"kibble-{task}", *rest]
+    os.environ[_TASK_ENV] = task
+    script = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]).startswith("kibble") else ""
+    # a real, runnable argv[0] (the console script) so DDP child processes can be launched from it
+    sys.argv = [os.path.abspath(script) if os.path.isfile(script) else f"kibble-{task}", *rest]
     from kibble import KibbleError
 
     try:

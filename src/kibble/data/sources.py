@@ -143,7 +143,8 @@ def import_csv(path: str | Path, root: str | Path | None = None, test_fraction: 
     path = Path(path).expanduser()
     if not path.is_file():
         raise KibbleError(f"source.path={path}: CSV file does not exist")
-    frame = pd.read_csv(path)
+    # ids and class names are text: numeric labels stay '3' (not 3.0 once a pool row is empty), ids keep leading zeros
+    frame = pd.read_csv(path, dtype={"sample_id": str, "label": str, "split": str, "group": str})
     for col in ("path", "label"):
         if col not in frame.columns:
             raise KibbleError(f"{path}: missing column {col!r}; the CSV needs path,label[,split,group,sample_id,...]")

@@ -54,10 +54,21 @@ class ClassifierBase(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_metrics, "test")
 
+    predict_embeddings: bool = False  # set by the caller to also return pre-logit embeddings
+
+    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding, logits); subclasses return their pre-logit features."""
+        return x.flatten(1), self(x)
+
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         x, _, index = batch
-        logits = self(x).float()
-        return {"index": index, "logits": logits, "probs": logits.softmax(dim=-1)}
+        if self.predict_embeddings:
+            embedding, logits = self.embed_and_classify(x)
+            extra = {"embedding": embedding.float()}
+        else:
+            logits, extra = self(x), {}
+        logits = logits.float()
+        return {"index": index, "logits": logits, "probs": logits.softmax(dim=-1), **extra}
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

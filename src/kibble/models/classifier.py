@@ -46,6 +46,12 @@ class ImageClassifier(ClassifierBase):
             x = x.contiguous(memory_format=torch.channels_last)
         return (self.__dict__["_compiled"] or self.model)(x)
 
+    def embed_and_classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return features, self.model.get_classifier()(features)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the weights live in the checkpoint: reloading must not need the original pretrained file
         checkpoint["hyper_parameters"]["pretrained"] = "none"

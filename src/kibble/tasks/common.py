@@ -64,6 +64,8 @@ def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True
         if cb_cfg is None or "_target_" not in cb_cfg:
             continue
         kwargs = {}
+        if cb_cfg._target_.endswith("ProgressBar") and overrides.get("enable_progress_bar") is False:
+            continue
         if cb_cfg._target_.endswith("ModelCheckpoint") and cb_cfg.get("dirpath") is None:
             kwargs["dirpath"] = str(out_dir / "checkpoints")
         callbacks.append(hydra.utils.instantiate(cb_cfg, **kwargs))
@@ -72,6 +74,10 @@ def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True
         for name, lg_cfg in (cfg.get("logger") or {}).items():
             if lg_cfg is not None and "_target_" in lg_cfg:
                 loggers.append(hydra.utils.instantiate(lg_cfg, save_dir=str(out_dir)))
+    if cfg.trainer.get("sync_batchnorm") and cfg.trainer.get("accelerator") == "cpu" and "sync_batchnorm" not in overrides:
+        # torch's SyncBatchNorm needs GPU modules; DDP on CPU (gloo) trains with per-process batch norm
+        log.info("trainer.sync_batchnorm ignored on CPU")
+        overrides["sync_batchnorm"] = False
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir), **overrides)
 
 

@@ -33,6 +33,9 @@ def run(cfg: DictConfig) -> dict:
             test_accuracy=float(tested["test/acc"]),
             test_f1_macro=float(tested["test/f1_macro"]),
         )
+    if not trainer.is_global_zero:  # DDP: rank 0 reports and writes metrics.json
+        return result
+    if "test_accuracy" in result:
         log.info("test (%s split, %d images): accuracy %.4f  macro F1 %.4f", dm.test_split, len(dm.test_rows), result["test_accuracy"], result["test_f1_macro"])
         print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_f1_macro']:.4f}  ({dm.test_split} split, {len(dm.test_rows)} images)")
     if dm.skipped:

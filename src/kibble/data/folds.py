@@ -1,0 +1,37 @@
+"""Fold assignment: stratified by label, grouped when the manifest has `group`, seeded."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from kibble import KibbleError
+
+
+def assign_folds(rows: pd.DataFrame, n_folds: int, seed: int = 0) -> pd.DataFrame:
+    """Return (sample_id, fold) for `rows` (the trainable train rows), sorted by sample_id.
+
+    Rows sharing a non-null `group` (same dog, near-duplicates) always land in the same fold.
+    """
+    if n_folds < 2:
+        raise KibbleError(f"cv.n_folds={n_folds}; k-fold needs at least 2 folds")
+    if len(rows) < n_folds:
+        raise KibbleError(f"only {len(rows)} train rows for {n_folds} folds; lower cv.n_folds")
+    rows = rows.sort_values("sample_id").reset_index(drop=True)
+    labels = rows["label"].astype(str).to_numpy()
+    folds = np.full(len(rows), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # classes smaller than n_folds are fine
+        if "group" in rows.columns and rows["group"].notna().any():
+            groups = rows["group"].astype(object).where(rows["group"].notna(), "__sample__" + rows["sample_id"]).astype(str)
+            splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            splits = splitter.split(np.zeros(len(rows)), labels, groups.to_numpy())
+        else:
+            splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            splits = splitter.split(np.zeros(len(rows)), labels)
+        for k, (_, held_out) in enumerate(splits):
+            folds[held_out] = k
+    return pd.DataFrame({"sample_id": rows["sample_id"], "fold": folds})

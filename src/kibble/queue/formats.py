@@ -1,0 +1,256 @@
+"""Queue files for humans: queue.csv, queue.labelstudio.json and the Label Studio labeling config.
+
+The queue table (DESIGN §3) has the columns in `QUEUE_COLUMNS` (+ optional `kind`: relabel|new).
+`write_queue_files` writes, atomically, into a round directory:
+
+- `queue.csv`                the table itself (open it in a spreadsheet, or fill in a reviews CSV);
+- `queue.labelstudio.json`   a list of Label Studio tasks: `data.image` (a URL Label Studio can
+                             serve), `data.sample_id`, `data.queue_id`, `data.given_label`,
+                             `data.round`, ... and the model's suggestion as a `predictions` entry,
+                             so it shows pre-selected and the annotator only confirms or changes it;
+- `labeling_config.xml`      the matching labeling interface: one `label` choice per class, a
+                             `verdict` choice and a free-text `note`.
+
+Image URLs: Label Studio's local-files scheme `/data/local-files/?d=<path relative to
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>` (default), or `<url_prefix>/<path>` when the images are
+served over HTTP / from a bucket, or any callable `path -> url`. See docs/labels.md.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
+
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.data.classes import ClassList
+from kibble.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from kibble.queue.history import VERDICTS
+
+QUEUE_COLUMNS = [
+    "queue_id", "round", "rank", "sample_id", "path", "given_label",
+    "suggested_label", "score", "strategy", "reason",
+]
+KINDS = ("relabel", "new")
+QUEUE_CSV = "queue.csv"
+QUEUE_LABELSTUDIO = "queue.labelstudio.json"
+LABELING_CONFIG = "labeling_config.xml"
+LOCAL_FILES_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+
+# Names of the controls in labeling_config.xml; reviews.py reads them back from the export.
+IMAGE_NAME = "image"
+LABEL_CONTROL = "label"
+VERDICT_CONTROL = "verdict"
+NOTE_CONTROL = "note"
+
+ImageUrl = Callable[[str], str]
+
+
+def validate_queue(queue: pd.DataFrame, source: str = "queue") -> pd.DataFrame:
+    """Check the queue columns; return a copy with `kind` validated when present."""
+    missing = [c for c in QUEUE_COLUMNS if c not in queue.columns]
+    if missing:
+        raise KibbleError(f"{source}: missing column(s) {missing}; a queue needs {QUEUE_COLUMNS} (+ optional kind)")
+    queue = queue.reset_index(drop=True).copy()
+    if queue["sample_id"].isna().any():
+        row = int(queue.index[queue["sample_id"].isna()][0])
+        raise KibbleError(f"{source}: row {row} has no sample_id")
+    dup = queue["queue_id"].duplicated(keep=False)
+    if dup.any():
+        row = int(queue.index[dup][0])
+        raise KibbleError(f"{source}: duplicate queue_id {queue.loc[row, 'queue_id']!r}; queue ids must be unique")
+    if "kind" in queue.columns:
+        bad = queue["kind"].notna() & ~queue["kind"].isin(KINDS)
+        if bad.any():
+            row = int(queue.index[bad][0])
+            raise KibbleError(f"{source}: row {row} has kind {queue.loc[row, 'kind']!r}; use one of {list(KINDS)}")
+    return queue
+
+
+def image_url_builder(spec: Any = None, data_root: str | Path | None = None) -> ImageUrl:
+    """Turn a manifest `path` into the URL Label Studio loads the image from.
+
+    spec:
+      - a callable `path -> url`: used as is;
+      - a string: a URL prefix, `<prefix>/<path>` (paths relative to data_root);
+      - a mapping `{scheme: local_files|url, document_root: ..., url_prefix: ..., data_root: ...}`;
+      - None: local files, document root from $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, else data_root.
+    Relative manifest paths are relative to `data_root` (the workspace's data root).
+    """
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        spec = {"scheme": "url", "url_prefix": spec}
+    spec = dict(spec or {})
+    data_root = spec.get("data_root") or data_root
+    scheme = spec.get("scheme") or ("url" if spec.get("url_prefix") else "local_files")
+    if scheme == "url":
+        prefix = spec.get("url_prefix")
+        if not prefix:
+            raise KibbleError("image_url: scheme `url` needs url_prefix (e.g. https://host/images); or use scheme local_files")
+        return _url_prefix_builder(str(prefix), data_root)
+    if scheme == "local_files":
+        root = spec.get("document_root") or os.environ.get(LOCAL_FILES_ENV) or data_root
+        return _local_files_builder(root, data_root)
+    raise KibbleError(f"image_url: unknown scheme {scheme!r}; use local_files or url")
+
+
+def _absolute(path: str, data_root: str | Path | None) -> str | None:
+    p = Path(path)
+    if p.is_absolute():
+        return os.path.abspath(p)
+    return os.path.abspath(Path(data_root) / p) if data_root is not None else None
+
+
+def _local_files_builder(document_root: str | Path | None, data_root: str | Path | None) -> ImageUrl:
+    doc_root = os.path.abspath(Path(document_root).expanduser()) if document_root else None
+
+    def url(path: str) -> str:
+        full = _absolute(str(path), data_root)
+        if full is None or doc_root is None:  # nothing to anchor on: take the path as relative to the root
+            rel = str(path).lstrip("/")
+        else:
+            rel = os.path.relpath(full, doc_root)
+            if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+                raise KibbleError(
+                    f"image {full} is not under the Label Studio document root {doc_root}; set "
+                    f"{LOCAL_FILES_ENV} (and image_url.document_root) to a folder that contains the images"
+                )
+        return LOCAL_FILES_PREFIX + quote(Path(rel).as_posix(), safe="/")
+
+    return url
+
+
+def _url_prefix_builder(prefix: str, data_root: str | Path | None) -> ImageUrl:
+    prefix = prefix.rstrip("/")
+    base = os.path.abspath(data_root) if data_root is not None else None
+
+    def url(path: str) -> str:
+        p = Path(str(path))
+        if p.is_absolute():
+            rel = os.path.relpath(os.path.abspath(p), base) if base else None
+            if rel is None or rel.startswith(".."):
+                raise KibbleError(f"image {p} is outside the data root; a URL prefix needs paths relative to it")
+            p = Path(rel)
+        return f"{prefix}/{quote(p.as_posix(), safe='/')}"
+
+    return url
+
+
+def _clean(value: Any) -> Any:
+    """JSON-friendly scalar: numpy -> python, NaN/NA -> None."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | None = None) -> list[dict]:
+    """The queue as Label Studio tasks with the suggested label as a pre-annotation."""
+    extra = [c for c in ("kind",) if c in queue.columns]
+    tasks = []
+    for row in queue.to_dict("records"):
+        data = {"image": image_url(str(row["path"]))}
+        for col in ["sample_id", "queue_id", "round", "rank", "given_label", "suggested_label", "score", "strategy", "reason", *extra]:
+            data[col] = _clean(row.get(col))
+        task: dict[str, Any] = {"data": data}
+        suggested = _clean(row.get("suggested_label"))
+        if suggested is not None:
+            rnd = _clean(row.get("round"))
+            prediction: dict[str, Any] = {
+                "model_version": model_version or (f"kibble-round-{int(rnd):03d}" if rnd is not None else "kibble"),
+                "result": [
+                    {
+                        "id": f"q{str(data['queue_id'])[-20:]}",
+                        "from_name": LABEL_CONTROL,
+                        "to_name": IMAGE_NAME,
+                        "type": "choices",
+                        "value": {"choices": [str(suggested)]},
+                    }
+                ],
+            }
+            score = _clean(row.get("score"))
+            if score is not None:
+                prediction["score"] = float(score)
+            task["predictions"] = [prediction]
+        tasks.append(task)
+    return tasks
+
+
+def labeling_config(class_list: ClassList) -> str:
+    """Label Studio XML: image, one single-choice `label` per class (display name shown), verdict, note."""
+    lines = [
+        "<View>",
+        '  <Header value="Given label: $given_label   (model suggests: $suggested_label)"/>',
+        f'  <Image name="{IMAGE_NAME}" value="$image" zoom="true" zoomControl="true"/>',
+        f'  <Filter name="filter" toName="{LABEL_CONTROL}" hotkey="shift+f" minlength="1" placeholder="Filter classes"/>',
+        f'  <Choices name="{LABEL_CONTROL}" toName="{IMAGE_NAME}" choice="single" showInline="true">',
+    ]
+    for info in class_list.classes:
+        display = info.display_name or info.name
+        attrs = f"value={quoteattr(info.name)} hint={quoteattr(display)}"
+        if display != info.name:  # show the readable name; the export still carries `value`
+            attrs += f" html={quoteattr(html.escape(display))}"
+        lines.append(f"    <Choice {attrs}/>")
+    lines += [
+        "  </Choices>",
+        '  <Header value="Verdict on the given label" size="5"/>',
+        f'  <Choices name="{VERDICT_CONTROL}" toName="{IMAGE_NAME}" choice="single" showInline="true">',
+        *[f"    <Choice value={quoteattr(v)}/>" for v in VERDICTS],
+        "  </Choices>",
+        f'  <TextArea name="{NOTE_CONTROL}" toName="{IMAGE_NAME}" editable="true" maxSubmissions="1" '
+        'rows="2" placeholder="Note (optional)"/>',
+        "</View>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_queue_files(
+    queue: pd.DataFrame,
+    round_dir: str | Path,
+    class_list: ClassList,
+    image_url: Any = None,
+    *,
+    data_root: str | Path | None = None,
+    model_version: str | None = None,
+) -> dict[str, Path]:
+    """Write queue.csv, queue.labelstudio.json and labeling_config.xml into `round_dir` (atomically).
+
+    image_url: a callable `path -> url`, a URL prefix string, or a mapping (see `image_url_builder`);
+    data_root: where relative manifest paths live (needed for the local-files scheme).
+    Returns {"csv": ..., "labelstudio": ..., "labeling_config": ...}.
+    """
+    queue = validate_queue(queue)
+    known = set(class_list.names)
+    for col in ("given_label", "suggested_label"):
+        bad = queue[col].notna() & ~queue[col].astype(object).isin(known)
+        if bad.any():
+            row = int(queue.index[bad][0])
+            raise KibbleError(f"queue row {row} (sample_id {queue.loc[row, 'sample_id']!r}): {col} "
+                              f"{queue.loc[row, col]!r} is not a class in classes.yaml")
+    url = image_url_builder(image_url, data_root)
+    tasks = labelstudio_tasks(queue, url, model_version)  # build everything before writing anything
+    round_dir = Path(round_dir)
+    columns = QUEUE_COLUMNS + [c for c in queue.columns if c not in QUEUE_COLUMNS]
+    paths = {
+        "csv": atomic_write_csv(round_dir / QUEUE_CSV, queue[columns]),
+        "labelstudio": atomic_write_json(round_dir / QUEUE_LABELSTUDIO, tasks),
+        "labeling_config": atomic_write_text(round_dir / LABELING_CONFIG, labeling_config(class_list)),
+    }
+    return paths

@@ -1,0 +1,326 @@
+"""Read what humans answered: a reviews CSV or a Label Studio JSON export -> one reviews table.
+
+Reviews table (`REVIEW_COLUMNS`), one row per (sample, annotator):
+  sample_id, label, verdict, annotator, note, queue_id, created_at, lead_time, round
+
+- CSV: `sample_id,label,verdict,annotator[,note]` (+ optional `queue_id, created_at, lead_time,
+  round, given_label`). An empty verdict is inferred from the label (confirmed when it equals the
+  given label, corrected otherwise).
+- Label Studio JSON export (Export -> JSON): a list of tasks; each task carries `data.sample_id`
+  (kibble's queue.labelstudio.json puts it there) and `annotations[]`. Per task and annotator the
+  latest non-cancelled annotation counts (by `updated_at`/`created_at`); an annotator whose only
+  annotations were cancelled ("Skip" in the UI) is recorded as verdict `skipped`. Results are read
+  by control name: `label` (choices), `verdict` (choices), `note` (textarea).
+
+Reading never writes anything. Every problem raises KibbleError naming the file, the row or task,
+and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.queue.formats import LABEL_CONTROL, NOTE_CONTROL, VERDICT_CONTROL
+from kibble.queue.history import VERDICTS
+
+REVIEW_COLUMNS = ["sample_id", "label", "verdict", "annotator", "note", "queue_id", "created_at", "lead_time", "round"]
+CSV_REQUIRED = ["sample_id", "label", "verdict", "annotator"]
+_CSV_OPTIONAL = ["note", "queue_id", "created_at", "lead_time", "round", "given_label"]
+_UNSET = object()
+
+
+def read_reviews(path: str | Path, manifest: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """Parse and validate a reviews CSV or Label Studio JSON export (format auto-detected)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KibbleError(f"{path}: reviews file not found; pass reviews=<CSV or Label Studio JSON export>")
+    if _looks_like_json(path):
+        frame, where = _parse_labelstudio(path)
+    else:
+        frame, where = _parse_csv(path)
+    return validate_reviews(frame, manifest, class_names, source=str(path), where=where)
+
+
+def _looks_like_json(path: Path) -> bool:
+    if path.suffix.lower() == ".json":
+        return True
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return False
+    with path.open("rb") as fh:
+        head = fh.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1] in (b"[", b"{")
+
+
+# --------------------------------------------------------------------------------------- CSV
+def _parse_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise KibbleError(f"{path}: not a readable CSV ({str(err).splitlines()[0]}); save it as UTF-8 CSV") from err
+    except pd.errors.EmptyDataError as err:
+        raise KibbleError(f"{path}: empty file; a reviews CSV needs the header {','.join(CSV_REQUIRED)}[,note]") from err
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    missing = [c for c in CSV_REQUIRED if c not in raw.columns]
+    if missing:
+        raise KibbleError(
+            f"{path}: missing column(s) {missing}; a reviews CSV needs {','.join(CSV_REQUIRED)}[,note] "
+            f"(found {list(raw.columns)})"
+        )
+    frame = pd.DataFrame({c: raw[c] for c in CSV_REQUIRED + [c for c in _CSV_OPTIONAL if c in raw.columns]})
+    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v).replace({"": None})
+    where = [f"line {i + 2}" for i in range(len(frame))]  # line 1 is the header
+    for i, value in enumerate(frame["annotator"]):
+        if value is None:
+            raise KibbleError(f"{path} {where[i]}: empty annotator; name who reviewed it (e.g. alice@example.com)")
+    return frame, where
+
+
+# ------------------------------------------------------------------------------ Label Studio
+def _parse_labelstudio(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise KibbleError(f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg}); re-export it from Label Studio") from err
+    if isinstance(tasks, dict) and "data" in tasks:
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        raise KibbleError(f"{path}: expected a list of Label Studio tasks; use Export -> JSON in Label Studio")
+    rows: list[dict] = []
+    where: list[str] = []
+    for ti, task in enumerate(tasks):
+        loc = f"task {ti}" + (f" (id {task.get('id')})" if isinstance(task, dict) and task.get("id") is not None else "")
+        if not isinstance(task, dict):
+            raise KibbleError(f"{path} {loc}: not a JSON object; use Export -> JSON in Label Studio")
+        if "data" not in task and "annotations" not in task:
+            raise KibbleError(
+                f"{path} {loc}: no `data`/`annotations`; this looks like a JSON-MIN or CSV export, "
+                "export with the `JSON` format instead"
+            )
+        data = task.get("data") or {}
+        sample_id = data.get("sample_id")
+        if sample_id is None or str(sample_id).strip() == "":
+            raise KibbleError(
+                f"{path} {loc}: no data.sample_id; import tasks from kibble's queue.labelstudio.json "
+                "so every task carries its sample_id"
+            )
+        given = data["given_label"] if "given_label" in data else _UNSET
+        annotations = task.get("annotations", task.get("completions")) or []
+        latest: dict[str, tuple[tuple, dict]] = {}
+        cancelled_only: dict[str, dict] = {}
+        for ai, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise KibbleError(f"{path} {loc} annotation {ai}: not a JSON object; re-export from Label Studio")
+            who = _annotator(ann)
+            if ann.get("was_cancelled"):
+                cancelled_only.setdefault(who, ann)
+                continue
+            key = (_timestamp(ann.get("updated_at") or ann.get("created_at")), ai)
+            if who not in latest or key > latest[who][0]:
+                latest[who] = (key, ann)
+        for who, ann in cancelled_only.items():
+            if who not in latest:
+                rows.append(_row(sample_id, data, None, "skipped", who, "", ann, given))
+                where.append(loc)
+        for who, (_, ann) in latest.items():
+            label, verdict, note = _read_result(ann.get("result") or [], path, loc)
+            if label is None and verdict is None:
+                verdict = "skipped"  # submitted with nothing chosen
+            rows.append(_row(sample_id, data, label, verdict, who, note, ann, given))
+            where.append(loc)
+    # given_label: the task's data.given_label, or _UNSET to fall back to the manifest's label
+    return pd.DataFrame(rows, columns=REVIEW_COLUMNS + ["given_label"]), where
+
+
+def _row(sample_id, data, label, verdict, who, note, ann, given) -> dict:
+    return {
+        "sample_id": str(sample_id).strip(),
+        "label": label,
+        "verdict": verdict,
+        "annotator": who,
+        "note": note or "",
+        "queue_id": data.get("queue_id"),
+        "created_at": ann.get("updated_at") or ann.get("created_at"),
+        "lead_time": ann.get("lead_time"),
+        "round": data.get("round"),
+        "given_label": given,
+    }
+
+
+def _annotator(ann: dict) -> str:
+    who = ann.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("username") or who.get("id")
+        return str(who) if who is not None else "labelstudio-unknown"
+    if who is None:
+        return "labelstudio-unknown"
+    return f"labelstudio-user-{who}"
+
+
+def _timestamp(value: Any) -> pd.Timestamp:
+    ts = pd.to_datetime(value, utc=True, errors="coerce") if value else pd.NaT
+    return pd.Timestamp.min.tz_localize("UTC") if pd.isna(ts) else ts
+
+
+def _read_result(result: list, path: Path, loc: str) -> tuple[str | None, str | None, str]:
+    label = verdict = None
+    notes: list[str] = []
+    for item in result:
+        if not isinstance(item, dict):
+            continue
+        name, value = item.get("from_name"), item.get("value") or {}
+        if name in (LABEL_CONTROL, VERDICT_CONTROL):
+            choices = value.get("choices") or []
+            if len(choices) > 1:
+                raise KibbleError(f"{path} {loc}: several {name}s chosen {choices}; choose exactly one")
+            if choices:
+                if name == LABEL_CONTROL:
+                    label = str(choices[0])
+                else:
+                    verdict = str(choices[0])
+        elif name == NOTE_CONTROL:
+            text = value.get("text")
+            notes += [str(t) for t in text] if isinstance(text, list) else ([str(text)] if text else [])
+    return label, verdict, "\n".join(notes)
+
+
+# -------------------------------------------------------------------------------- validation
+def validate_reviews(
+    frame: pd.DataFrame,
+    manifest: pd.DataFrame,
+    class_names: list[str],
+    source: str = "reviews",
+    where: list[str] | None = None,
+) -> pd.DataFrame:
+    """Check and normalise a reviews table; returns `REVIEW_COLUMNS`. One clear KibbleError otherwise.
+
+    Rules: sample_id must be in the manifest; a label must be a class name; verdict in VERDICTS
+    (empty -> inferred from label vs given label); `corrected` needs a label (equal to the given
+    label it becomes `confirmed`); `confirmed` with no label takes the given label, with another
+    label it is an error. The same annotator answering the same sample twice differently is an error.
+    """
+    frame = frame.reset_index(drop=True)
+    where = where or [f"row {i}" for i in range(len(frame))]
+    missing = [c for c in ("sample_id", "verdict", "annotator") if c not in frame.columns]
+    if missing:
+        raise KibbleError(f"{source}: missing column(s) {missing}; reviews need {CSV_REQUIRED}")
+    current = dict(zip(manifest["sample_id"].astype(str), manifest["label"]))
+    known_classes = set(class_names)
+    has_given = "given_label" in frame.columns
+    out = []
+    for i, rec in enumerate(frame.to_dict("records")):
+        sid = _text(rec.get("sample_id"))
+        loc = f"{source} {where[i]}"
+        if sid is None:
+            raise KibbleError(f"{loc}: empty sample_id; every review names the sample it is about")
+        loc = f"{loc} (sample_id {sid!r})"
+        if sid not in current:
+            raise KibbleError(f"{loc}: unknown sample_id; it is not in the workspace manifest (check for typos or the wrong workspace)")
+        label, verdict = _text(rec.get("label")), _text(rec.get("verdict"))
+        verdict = verdict.lower() if verdict else None
+        annotator = _text(rec.get("annotator"))
+        if annotator is None:
+            raise KibbleError(f"{loc}: empty annotator; name who reviewed it")
+        if label is not None and label not in known_classes:
+            raise KibbleError(f"{loc}: unknown class {label!r}; use a class name from classes.yaml (e.g. {class_names[:3]})")
+        given = rec["given_label"] if has_given and rec["given_label"] is not _UNSET else current[sid]
+        given = _text(given)
+        if verdict is None:
+            if label is None:
+                raise KibbleError(f"{loc}: neither label nor verdict; give a label or a verdict ({', '.join(VERDICTS)})")
+            verdict = "confirmed" if label == given else "corrected"
+        if verdict not in VERDICTS:
+            raise KibbleError(f"{loc}: bad verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
+        if verdict == "corrected":
+            if label is None:
+                raise KibbleError(f"{loc}: verdict corrected but no label; put the right class in the label column")
+            if label == given:
+                verdict = "confirmed"
+        elif verdict == "confirmed":
+            if label is None:
+                if given is None:
+                    raise KibbleError(f"{loc}: verdict confirmed but the sample has no label to confirm; give its class and verdict corrected")
+                label = given
+            elif label != given:
+                raise KibbleError(
+                    f"{loc}: verdict confirmed but label {label!r} differs from the given label {given!r}; "
+                    "use verdict corrected, or the given label"
+                )
+        out.append(
+            {
+                "sample_id": sid,
+                "label": label,
+                "verdict": verdict,
+                "annotator": annotator,
+                "note": _text(rec.get("note")) or "",
+                "queue_id": _text(rec.get("queue_id")),
+                "created_at": _text(rec.get("created_at")),
+                "lead_time": _float(rec.get("lead_time"), loc, "lead_time"),
+                "round": _int(rec.get("round"), loc, "round"),
+                "_where": where[i],
+            }
+        )
+    result = pd.DataFrame(out, columns=REVIEW_COLUMNS + ["_where"])
+    result = _drop_duplicates(result, source)
+    for col in ("sample_id", "label", "verdict", "annotator", "queue_id", "created_at"):
+        result[col] = result[col].astype(object).where(result[col].notna(), None)
+    result["note"] = result["note"].astype(object).fillna("")
+    result["round"] = result["round"].astype("Int64")
+    result["lead_time"] = result["lead_time"].astype("float64")
+    return result[REVIEW_COLUMNS].reset_index(drop=True)
+
+
+def _drop_duplicates(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    keep = []
+    seen: dict[tuple, int] = {}
+    for i, rec in enumerate(frame.to_dict("records")):
+        key = (rec["sample_id"], rec["annotator"], rec["round"] if pd.notna(rec["round"]) else None)
+        if key in seen:
+            prev = frame.iloc[seen[key]]
+            if (prev["label"], prev["verdict"], prev["note"]) != (rec["label"], rec["verdict"], rec["note"]):
+                raise KibbleError(
+                    f"{source} {prev['_where']} and {rec['_where']}: annotator {rec['annotator']!r} gave sample "
+                    f"{rec['sample_id']!r} two different answers; keep one"
+                )
+            continue  # exact repeat
+        seen[key] = i
+        keep.append(i)
+    return frame.iloc[keep]
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is _UNSET:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    value = str(value).strip()
+    return value or None
+
+
+def _float(value: Any, loc: str, col: str) -> float | None:
+    if _text(value) is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise KibbleError(f"{loc}: {col} {value!r} is not a number") from None
+
+
+def _int(value: Any, loc: str, col: str) -> int | None:
+    if _text(value) is None:
+        return None
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise KibbleError(f"{loc}: {col} {value!r} is not a whole number") from None
+    if as_float != int(as_float):
+        raise KibbleError(f"{loc}: {col} {value!r} is not a whole number")
+    return int(as_float)

@@ -1,0 +1,225 @@
+"""Label-cleaning strategies: which labelled samples deserve a human's second look, and what to suggest.
+
+Every strategy is a pure function of integer labels (N,) and out-of-fold probabilities (N, K)
+(or embeddings, for `neighbors`) returning a `StrategyOutput`; higher score = more suspicious.
+Scores are only comparable within one strategy; `combine` rank-normalises them to mix strategies.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from kibble import KibbleError
+from kibble.strategies.base import StrategyOutput, check_labels_probs
+
+_EPS = 1e-12
+
+
+def _check(labels, probs) -> tuple[np.ndarray, np.ndarray]:
+    """Shared checks plus what base.check_labels_probs leaves out: K >= 2 and no negative probabilities."""
+    labels, probs = check_labels_probs(labels, probs)
+    if probs.shape[1] < 2:
+        raise KibbleError(f"probs need at least 2 classes (columns); got {probs.shape[1]}")
+    if probs.size and probs.min() < -1e-6:
+        raise KibbleError("probs contain negative values; pass softmax outputs, not logits")
+    return labels, np.clip(probs, 0.0, None)
+
+
+def _best_other(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable class other than the given label, and its probability (the likeliest correction)."""
+    masked = probs.copy()
+    masked[np.arange(len(labels)), labels] = -np.inf
+    other = masked.argmax(axis=1)
+    return other, probs[np.arange(len(labels)), other]
+
+
+def kfold(labels, probs) -> StrategyOutput:
+    """OOF argmax disagrees with the label; a confident disagreement is the likeliest real error.
+
+    score = probability of the predicted class (also given to agreeing rows, which stay unflagged).
+    """
+    labels, probs = _check(labels, probs)
+    pred = probs.argmax(axis=1)
+    return StrategyOutput(score=probs.max(axis=1), suggested=pred, flagged=pred != labels)
+
+
+def entropy(labels, probs) -> StrategyOutput:
+    """Boundary cases: the model is unsure between classes, whatever the label says.
+
+    score = Shannon entropy (natural log) divided by log(K), so it lies in [0, 1]; all rows flagged.
+    """
+    labels, probs = _check(labels, probs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
+    score = -plogp.sum(axis=1) / np.log(probs.shape[1])
+    return StrategyOutput(score=np.clip(score, 0.0, 1.0), suggested=probs.argmax(axis=1),
+                          flagged=np.ones(len(labels), dtype=bool))
+
+
+def self_confidence(labels, probs) -> StrategyOutput:
+    """Low probability on the given label (cleanlab's self-confidence); score = 1 - p[label].
+
+    All rows are flagged (queues take the top scores). suggested = the most probable class other than
+    the given label, i.e. the argmax unless the argmax is the label itself, so it is always a correction.
+    """
+    labels, probs = _check(labels, probs)
+    other, _ = _best_other(labels, probs)
+    score = 1.0 - probs[np.arange(len(labels)), labels]
+    return StrategyOutput(score=score, suggested=other, flagged=np.ones(len(labels), dtype=bool))
+
+
+def normalized_margin(labels, probs) -> StrategyOutput:
+    """cleanlab's normalised margin: quality = (p[label] - max_{j!=label} p[j] + 1) / 2; score = 1 - quality.
+
+    Beats self-confidence when a competing class is strong. suggested = best other class; all flagged.
+    """
+    labels, probs = _check(labels, probs)
+    other, p_other = _best_other(labels, probs)
+    quality = (probs[np.arange(len(labels)), labels] - p_other + 1.0) / 2.0
+    return StrategyOutput(score=1.0 - quality, suggested=other, flagged=np.ones(len(labels), dtype=bool))
+
+
+def confident_learning(labels, probs, **kwargs) -> StrategyOutput:
+    """cleanlab's confident learning as the reference: its `find_label_issues` mask decides `flagged`.
+
+    score = 1 - cleanlab.rank.get_label_quality_scores (self-confidence); suggested = argmax.
+    kwargs go to `cleanlab.filter.find_label_issues` (e.g. filter_by, n_jobs); a mask is required,
+    so `return_indices_ranked_by` is refused.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels, probs = _check(labels, probs)
+    if kwargs.get("return_indices_ranked_by") is not None:
+        raise KibbleError("confident_learning needs a boolean mask; do not pass return_indices_ranked_by")
+    if len(labels) == 0:
+        empty = np.zeros(0)
+        return StrategyOutput(score=empty, suggested=empty.astype(np.int64), flagged=empty.astype(bool))
+    flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
+    quality = get_label_quality_scores(labels, probs)
+    return StrategyOutput(score=1.0 - quality, suggested=probs.argmax(axis=1), flagged=flagged)
+
+
+def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Classes whose OOF precision (share of rows predicted A that are labelled A) is below `threshold`.
+
+    Low precision of A means the model learnt a polluted A, typically because other classes' images
+    are labelled A. Returns (class indices, per-class precision (K,)); never-predicted classes get NaN
+    precision and are not reported (no evidence either way).
+    """
+    labels, probs = _check(labels, probs)
+    if not 0.0 <= threshold <= 1.0:
+        raise KibbleError(f"threshold must lie in [0, 1]; got {threshold}")
+    k = probs.shape[1]
+    pred = probs.argmax(axis=1)
+    n_pred = np.bincount(pred, minlength=k).astype(np.float64)
+    n_hit = np.bincount(pred[pred == labels], minlength=k).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_pred > 0, n_hit / n_pred, np.nan)
+    low = np.flatnonzero(np.nan_to_num(precision, nan=1.0) < threshold)
+    return low, precision
+
+
+def precision_renormalize(labels, probs, classes: Sequence[int] | None = None,
+                          threshold: float = 0.8) -> StrategyOutput:
+    """Cheap approximation of precision cleaning (train without class A, apply to A's images).
+
+    For each low-precision class A (or each index in `classes`), rows labelled A get A's column
+    dropped and the rest renormalised: score = top remaining probability, suggested = that class;
+    those rows are flagged, all other rows get score 0, suggested -1. A row with no mass outside A
+    keeps score 0 and suggested -1. With K = 2 every such row scores 1 (nothing to rank by).
+    """
+    labels, probs = _check(labels, probs)
+    k = probs.shape[1]
+    if classes is None:
+        targets, _ = low_precision_classes(labels, probs, threshold)
+    else:
+        targets = np.unique(np.asarray(list(classes), dtype=np.int64))
+        if targets.size and (targets.min() < 0 or targets.max() >= k):
+            raise KibbleError(f"classes must be indices in [0, {k}); got {targets.tolist()}")
+    score = np.zeros(len(labels))
+    suggested = np.full(len(labels), -1, dtype=np.int64)
+    flagged = np.isin(labels, targets)
+    rows = np.flatnonzero(flagged)
+    if rows.size:
+        rest = probs[rows].copy()
+        rest[np.arange(rows.size), labels[rows]] = 0.0
+        mass = rest.sum(axis=1)
+        ok = mass > _EPS
+        top = rest.argmax(axis=1)
+        score[rows[ok]] = rest[ok, top[ok]] / mass[ok]
+        suggested[rows[ok]] = top[ok]
+    return StrategyOutput(score=score, suggested=suggested, flagged=flagged)
+
+
+def neighbors(labels, embeddings, k: int = 10, metric: str = "cosine") -> StrategyOutput:
+    """Training-free check (Zhu et al. 2022): a label that disagrees with most of its neighbours is suspect.
+
+    score = share of the k nearest neighbours (self excluded) with another label; flagged = score > 0.5.
+    suggested = the most common label among the disagreeing neighbours (a correction, never the given
+    label; ties go to the lower class index); -1 when every neighbour agrees.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if emb.ndim != 2:
+        raise KibbleError(f"embeddings must be 2-D (N, D); got shape {emb.shape}")
+    if labels.ndim != 1 or len(labels) != len(emb):
+        raise KibbleError(f"labels must be 1-D with one entry per embedding; got {labels.shape} vs {emb.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+        raise KibbleError("labels must be non-negative integer class indices")
+    if not np.isfinite(emb).all():
+        raise KibbleError("embeddings contain NaN or inf")
+    if not isinstance(k, (int, np.integer)) or k < 1 or k >= len(labels):
+        raise KibbleError(f"k must be an integer in [1, N-1] = [1, {len(labels) - 1}]; got {k}")
+    n = len(labels)
+    labels = labels.astype(np.int64)
+    _, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(emb).kneighbors(emb)
+    # Drop the sample itself; with exact duplicates it may not come first, so drop the extra column else.
+    is_self = idx == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(n), drop] = False
+    nbr_labels = labels[idx[keep].reshape(n, k)]
+    differs = nbr_labels != labels[:, None]
+    score = differs.mean(axis=1)
+    n_classes = int(labels.max()) + 1 if n else 1
+    counts = np.zeros((n, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), nbr_labels.ravel()), differs.ravel().astype(np.int64))
+    suggested = np.where(differs.any(axis=1), counts.argmax(axis=1), -1)
+    return StrategyOutput(score=score, suggested=suggested, flagged=score > 0.5)
+
+
+def combine(outputs: Sequence[StrategyOutput], weights: Sequence[float] | None = None) -> StrategyOutput:
+    """Mix strategies whose raw scores live on different scales: weighted mean of rank-normalised scores.
+
+    Each score becomes rankdata(score) / N (ties averaged, in (0, 1]); suggested comes from the first
+    output with a suggestion (!= -1) for that row; flagged = flagged by any output.
+    """
+    outputs = list(outputs)
+    if not outputs:
+        raise KibbleError("combine needs at least one StrategyOutput")
+    n = len(outputs[0].score)
+    if any(len(o.score) != n for o in outputs):
+        raise KibbleError(f"all outputs must cover the same N samples; got {[len(o.score) for o in outputs]}")
+    w = np.ones(len(outputs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(outputs),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise KibbleError(f"weights must be {len(outputs)} finite non-negative numbers with a positive sum")
+    for o in outputs:
+        if not np.isfinite(np.asarray(o.score, dtype=np.float64)).all():
+            raise KibbleError("cannot combine scores containing NaN or inf")
+    if n == 0:
+        return StrategyOutput(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+    ranks = np.stack([rankdata(o.score) / n for o in outputs])
+    score = (w[:, None] * ranks).sum(axis=0) / w.sum()
+    suggested = np.full(n, -1, dtype=np.int64)
+    for o in outputs:
+        sug = np.asarray(o.suggested, dtype=np.int64)
+        fill = (suggested == -1) & (sug != -1)
+        suggested[fill] = sug[fill]
+    flagged = np.logical_or.reduce([np.asarray(o.flagged, dtype=bool) for o in outputs])
+    return StrategyOutput(score=score, suggested=suggested, flagged=flagged)

