@@ -18,10 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from helpers import compose_config, write_noise_jpegs  # noqa: E402
-
-# The first three breeds of the official Stanford Dogs tree (folder name = <wnid>-<Breed>).
-DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
+from helpers import DOG_BREEDS, compose_config, import_workspace, write_noise_jpegs  # noqa: E402
 
 
 @pytest.fixture
@@ -33,15 +30,6 @@ def compose(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(config_name, overrides, output_dir=tmp_path / f"out_{config_name}_{next(counter)}")
 
     return _compose
-
-
-def import_workspace(workspace: Path, overrides: list[str] | None = None) -> Path:
-    """Run the import task (in-process) into `workspace`; returns the workspace path."""
-    from kibble.tasks import import_data
-
-    cfg = compose_config("import", [f"workspace={workspace}", *(overrides or [])], output_dir=workspace.parent / f"{workspace.name}_import_out")
-    import_data.run(cfg)
-    return workspace
 
 
 @pytest.fixture(scope="session")

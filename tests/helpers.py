@@ -34,6 +34,8 @@ TINY_TRAIN = [
     "callbacks=quiet",
     "logger=none",
 ]
+# The first three breeds of the official Stanford Dogs tree (folder name = <wnid>-<Breed>).
+DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
 # model=small at its smallest: a tiny timm resnet on 32 px images.
 TINY_MODEL = ["model=small", "model.backbone=test_resnet", "model.input_size=32"]
 
@@ -55,6 +57,16 @@ def compose_config(config_name: str, overrides: list[str] | None = None, output_
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def import_workspace(workspace: str | Path, overrides: list[str] | None = None) -> Path:
+    """Run the import task in-process into `workspace` (digits unless overrides say source=...)."""
+    from kibble.tasks import import_data
+
+    workspace = Path(workspace)
+    cfg = compose_config("import", [f"workspace={workspace}", *(overrides or [])], output_dir=workspace.parent / f"{workspace.name}_import_out")
+    import_data.run(cfg)
+    return workspace
 
 
 def run_kibble(*args: str, cwd: str | Path | None = None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if task not in TASKS or not _available(task):
         print(f"kibble: unknown task {task!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Hydra re-raises instead of printing its own multi-line report; we print one line below
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     module = importlib.import_module(TASKS[task][0])
     os.environ[_TASK_ENV] = task
     script = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]).startswith("kibble") else ""
@@ -59,12 +61,33 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         module.main()
-    except KibbleError as err:
-        print(f"kibble {task}: error: {err}", file=sys.stderr)
-        return 1
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    except Exception as err:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback)
+        if user_wants_traceback:
+            raise
+        message = _user_error(err, KibbleError)
+        if message is None:
+            raise
+        print(f"kibble {task}: error: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _user_error(err: BaseException, kibble_error: type) -> str | None:
+    """The one-line message for a user's input problem (possibly wrapped by hydra.utils.instantiate) or a
+    config error (bad override, missing value); None for anything else, which is a bug worth a traceback."""
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, kibble_error):
+            return str(cause)
+        cause = cause.__cause__
+    if isinstance(err, (CompactHydraException, OmegaConfBaseException)):
+        return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return None
 
 
 if __name__ == "__main__":

@@ -59,12 +59,14 @@ def detection_metrics(is_noisy, score, budget: int | None = None, flagged=None) 
     queued = order[:budget]
     hits = int(noisy[queued].sum())
 
+    # AUPRC/AUROC rank flagged rows above unflagged ones (a queue never reaches an unflagged row first)
+    ranking = score if flagged is None else score + (np.ptp(score) + 1.0) * _as_bool(flagged, "flagged")
     one_class = n_noisy == 0 or n_noisy == len(noisy)
     return {
         "precision_at_budget": hits / len(queued) if len(queued) else float("nan"),
         "recall_at_budget": hits / n_noisy if n_noisy else float("nan"),
-        "auprc": float("nan") if one_class else float(average_precision_score(noisy, score)),
-        "auroc": float("nan") if one_class else float(roc_auc_score(noisy, score)),
+        "auprc": float("nan") if one_class else float(average_precision_score(noisy, ranking)),
+        "auroc": float("nan") if one_class else float(roc_auc_score(noisy, ranking)),
         "n_noisy": n_noisy,
         "budget": budget,
         "n_queued": int(len(queued)),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +54,30 @@ NOTE_CONTROL = "note"
 ImageUrl = Callable[[str], str]
 
 
+def load_queues(rounds_dir: str | Path) -> pd.DataFrame:
+    """Every `rounds/NNN/queue.csv` under `rounds_dir`, stacked: queue_id, round, sample_id, given_label.
+
+    Used to map reviews back to the queue they answer (their round and the label the human saw).
+    """
+    frames = []
+    for path in sorted(Path(rounds_dir).glob(f"*/{QUEUE_CSV}")):
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise KibbleError(f"{path}: unreadable queue file ({str(err).splitlines()[0]}); rewrite it with `kibble queue`") from err
+        if "sample_id" not in frame.columns:
+            continue
+        if "round" not in frame.columns or (frame["round"] == "").all():
+            frame["round"] = path.parent.name
+        frames.append(frame.reindex(columns=["queue_id", "round", "sample_id", "given_label"]))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ["queue_id", "round", "sample_id", "given_label"]})
+    out = pd.concat(frames, ignore_index=True).astype(object)
+    out = out.where(out.notna() & (out != ""), None)
+    out["round"] = pd.to_numeric(out["round"], errors="coerce").astype("Int64")
+    return out
+
+
 def validate_queue(queue: pd.DataFrame, source: str = "queue") -> pd.DataFrame:
     """Check the queue columns; return a copy with `kind` validated when present."""
     missing = [c for c in QUEUE_COLUMNS if c not in queue.columns]
@@ -63,6 +87,9 @@ def validate_queue(queue: pd.DataFrame, source: str = "queue") -> pd.DataFrame:
     if queue["sample_id"].isna().any():
         row = int(queue.index[queue["sample_id"].isna()][0])
         raise KibbleError(f"{source}: row {row} has no sample_id")
+    if queue["queue_id"].isna().any():
+        row = int(queue.index[queue["queue_id"].isna()][0])
+        raise KibbleError(f"{source}: row {row} (sample_id {queue.loc[row, 'sample_id']!r}) has no queue_id; give every row an id")
     dup = queue["queue_id"].duplicated(keep=False)
     if dup.any():
         row = int(queue.index[dup][0])

@@ -34,8 +34,19 @@ _CSV_OPTIONAL = ["note", "queue_id", "created_at", "lead_time", "round", "given_
 _UNSET = object()
 
 
-def read_reviews(path: str | Path, manifest: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
-    """Parse and validate a reviews CSV or Label Studio JSON export (format auto-detected)."""
+def read_reviews(
+    path: str | Path,
+    manifest: pd.DataFrame,
+    class_names: list[str],
+    queue: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Parse and validate a reviews CSV or Label Studio JSON export (format auto-detected).
+
+    queue: optional queue rows (`formats.load_queues`: queue_id, round, sample_id, given_label).
+    A review that does not say its round or the label the human saw (a bare CSV) takes them from
+    the queue it answers: the row with its queue_id, else the latest queue holding its sample.
+    Without a queue row the given label is the manifest's current label.
+    """
     path = Path(path)
     if not path.is_file():
         raise KibbleError(f"{path}: reviews file not found; pass reviews=<CSV or Label Studio JSON export>")
@@ -43,7 +54,44 @@ def read_reviews(path: str | Path, manifest: pd.DataFrame, class_names: list[str
         frame, where = _parse_labelstudio(path)
     else:
         frame, where = _parse_csv(path)
+    if queue is not None and len(queue):
+        frame = _fill_from_queue(frame, queue)
     return validate_reviews(frame, manifest, class_names, source=str(path), where=where)
+
+
+def _fill_from_queue(frame: pd.DataFrame, queue: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for col in ("queue_id", "round"):
+        if col not in frame.columns:
+            frame[col] = None
+    if "given_label" not in frame.columns:
+        frame["given_label"] = [_UNSET] * len(frame)
+    q = queue.copy()
+    q["_round"] = pd.to_numeric(q["round"], errors="coerce").fillna(-1)
+    q = q.sort_values("_round", kind="stable")
+    by_qid = {str(k): r for k, r in zip(q["queue_id"], q.to_dict("records")) if _text(k) is not None}
+    by_sid = {str(k): r for k, r in zip(q["sample_id"], q.to_dict("records"))}  # latest round last -> wins
+    rounds, givens, qids = [], [], []
+    for rec in frame.to_dict("records"):
+        qid = _text(rec.get("queue_id"))
+        hit = by_qid.get(qid) if qid is not None else None
+        hit = hit or by_sid.get(str(rec.get("sample_id")).strip())
+        rnd, given = rec.get("round"), rec.get("given_label")
+        if hit is not None:
+            if _text(rnd) is None and _text(hit.get("round")) is not None:
+                rnd = int(hit["round"])
+            if given is _UNSET:
+                given = _text(hit.get("given_label"))
+            qid = qid or _text(hit.get("queue_id"))
+        rounds.append(rnd)
+        givens.append(given)
+        qids.append(qid)
+    frame["round"], frame["given_label"], frame["queue_id"] = (
+        pd.Series(rounds, index=frame.index, dtype=object),
+        pd.Series(givens, index=frame.index, dtype=object),
+        pd.Series(qids, index=frame.index, dtype=object),
+    )
+    return frame
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -73,7 +121,9 @@ def _parse_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
             f"(found {list(raw.columns)})"
         )
     frame = pd.DataFrame({c: raw[c] for c in CSV_REQUIRED + [c for c in _CSV_OPTIONAL if c in raw.columns]})
-    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v).replace({"": None})
+    for col in frame.columns:
+        frame[col] = frame[col].astype(str).str.strip()
+    frame = frame.astype(object).replace({"": None})
     where = [f"line {i + 2}" for i in range(len(frame))]  # line 1 is the header
     for i, value in enumerate(frame["annotator"]):
         if value is None:
@@ -153,13 +203,14 @@ def _row(sample_id, data, label, verdict, who, note, ann, given) -> dict:
 
 
 def _annotator(ann: dict) -> str:
+    """The user's e-mail when the export carries it (completed_by as an object), else their id."""
     who = ann.get("completed_by")
     if isinstance(who, dict):
-        who = who.get("email") or who.get("username") or who.get("id")
-        return str(who) if who is not None else "labelstudio-unknown"
-    if who is None:
-        return "labelstudio-unknown"
-    return f"labelstudio-user-{who}"
+        name = who.get("email") or who.get("username")
+        if name:
+            return str(name)
+        who = who.get("id")
+    return "labelstudio-unknown" if who is None else f"labelstudio-user-{who}"
 
 
 def _timestamp(value: Any) -> pd.Timestamp:

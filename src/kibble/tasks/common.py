@@ -45,12 +45,12 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
             attach_features(cfg, dm)
         extra["in_features"] = int(dm.matrix.shape[1])
         extra["embedder"] = OmegaConf.to_container(cfg.embedder, resolve=True)
-        model = hydra.utils.instantiate(cfg.model, **extra)
+        model = hydra.utils.instantiate(cfg.model, _convert_="all", **extra)
         dm.configure(None, fit_ids)
         dm.setup("fit")
         model.set_feature_stats(dm.fit_matrix())
     else:
-        model = hydra.utils.instantiate(cfg.model, **extra)
+        model = hydra.utils.instantiate(cfg.model, _convert_="all", **extra)
         dm.configure(model.data_config(), fit_ids)
         dm.setup("fit")
     return dm, model

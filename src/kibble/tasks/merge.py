@@ -1,4 +1,4 @@
-"""`kibble merge workspace=W reviews=FILE [source=review|expert|vendor] [round=N]`.
+"""`kibble merge workspace=W reviews=FILE [review_source=review|expert|vendor] [round=N]`.
 
 Reads reviews (CSV or Label Studio JSON export), appends them to label_events.parquet as events
 with deterministic ids (merging the same file twice adds nothing), rewrites the manifest's `label`
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,24 @@ from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
 from kibble.paths import Workspace, config_dir
+from kibble.queue.formats import load_queues
 from kibble.queue.history import SOURCES, append_events, load_events, make_events, now_utc
 from kibble.queue.policy import normalise_policy, resolve_labels
 from kibble.queue.reviews import REVIEW_COLUMNS, read_reviews
 
-log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
 
 
 def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | None, source: str,
              round_index: int, note: str | None) -> str:
-    """Deterministic id of a reviewed answer: the same answer merged twice gets the same id."""
+    """Deterministic id of a reviewed answer: the same answer merged twice gets the same id.
+
+    `confirmed` and `corrected` hash alike: they differ only by the label they are compared with,
+    which can change between two merges of the same file; the answer (this label) is the same.
+    """
+    kind = "label" if verdict in ("confirmed", "corrected") else verdict
     return hashlib.sha256(json.dumps(
-        [str(sample_id), label, verdict, annotator, source, int(round_index), note or ""], ensure_ascii=False
+        [str(sample_id), label, kind, annotator, source, int(round_index), note or ""], ensure_ascii=False
     ).encode()).hexdigest()[:32]
 
 
@@ -63,7 +67,7 @@ def merge_reviews(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ws.require()
     if source not in REVIEW_SOURCES:
-        raise KibbleError(f"source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
+        raise KibbleError(f"review_source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
     pol = normalise_policy(policy)
     missing = [c for c in ("sample_id", "label", "verdict", "annotator") if c not in reviews.columns]
     if missing:
@@ -150,21 +154,22 @@ def merge_reviews(
         "round": current_round,
         "next_round": next_round,
     }
-    log.info("merge summary: %s", summary)
     return summary
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace(cfg.workspace).require()
+    if OmegaConf.is_missing(cfg, "reviews") or not cfg.reviews:
+        raise KibbleError("no reviews file given; pass reviews=<CSV or Label Studio JSON export>")
     path = Path(str(cfg.reviews)).expanduser()
     if not path.is_file() and not path.is_absolute() and (ws.root / path).is_file():
         path = ws.root / path
     classes = ClassList.load(ws.classes)
     manifest = load_manifest(ws.manifest, classes.names)
-    reviews = read_reviews(path, manifest, classes.names)
+    reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
     policy = OmegaConf.to_container(cfg.policy, resolve=True) if isinstance(cfg.get("policy"), DictConfig) else cfg.get("policy")
     round_index = cfg.get("round")
-    summary = merge_reviews(ws, reviews, source=str(cfg.source), round_index=None if round_index is None else int(round_index),
+    summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
                             policy=policy, origin=str(path))
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(

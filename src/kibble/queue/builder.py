@@ -1,0 +1,148 @@
+"""Queue building: strategy scores -> one ranked, budgeted, de-duplicated relabel queue."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.strategies.base import StrategyOutput
+
+QUEUE_COLUMNS = ["queue_id", "round", "rank", "sample_id", "path", "given_label", "suggested_label", "score", "strategy", "reason", "kind"]
+SETTLED_VERDICTS = ("confirmed", "corrected", "ambiguous", "out_of_scope")
+HUMAN_SOURCES = ("review", "expert", "vendor", "simulated")
+
+
+def resolve_budget(budget: int | float, n_candidates: int) -> int:
+    """An int is a count; a float in (0, 1) is a fraction of the candidates."""
+    if isinstance(budget, bool) or budget is None or budget < 0:
+        raise KibbleError(f"queue budget={budget!r}; give a count (e.g. 100) or a fraction of train (e.g. 0.1)")
+    if isinstance(budget, float) and budget < 1:
+        return int(round(budget * n_candidates))
+    return int(budget)
+
+
+def settled_samples(events: pd.DataFrame, manifest: pd.DataFrame) -> set[str]:
+    """Samples a human already reviewed whose label has not changed since that review."""
+    if events is None or events.empty:
+        return set()
+    human = events[events["source"].isin(HUMAN_SOURCES) & events["verdict"].isin(SETTLED_VERDICTS)]
+    if human.empty:
+        return set()
+    human = human.assign(_order=np.arange(len(human)))
+    last = human.sort_values(["round", "_order"]).groupby("sample_id").tail(1).set_index("sample_id")
+    current = manifest.set_index("sample_id")["label"]
+    settled = set()
+    for sid, row in last.iterrows():
+        answer = row["label"] if row["verdict"] in ("confirmed", "corrected") else row["previous_label"]
+        if sid in current.index and (row["verdict"] in ("ambiguous", "out_of_scope") or current[sid] == answer):
+            settled.add(sid)
+    return settled
+
+
+def allocate_quotas(names: Sequence[str], budget: int, quotas: Mapping[str, float] | None) -> dict[str, int]:
+    """Split the budget between strategies (fractions; default equal shares), summing to budget."""
+    if not names:
+        raise KibbleError("queue: no strategies configured; set queue.strategies (e.g. [kfold, self_confidence])")
+    if quotas:
+        unknown = set(quotas) - set(names)
+        if unknown:
+            raise KibbleError(f"queue.quotas names {sorted(unknown)} which are not in queue.strategies {list(names)}")
+        weights = np.array([float(quotas.get(n, 0.0)) for n in names])
+    else:
+        weights = np.ones(len(names))
+    if weights.sum() <= 0:
+        raise KibbleError("queue.quotas must give some strategy a positive share")
+    raw = weights / weights.sum() * budget
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: budget - counts.sum()]:
+        counts[i] += 1
+    return dict(zip(names, counts.tolist()))
+
+
+def _order(output: StrategyOutput, sample_ids: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """Flagged, eligible rows by descending score; ties broken by sample_id (deterministic)."""
+    candidates = np.flatnonzero(output.flagged & ~exclude & np.isfinite(output.score))
+    keys = np.lexsort((sample_ids[candidates], -output.score[candidates]))
+    return candidates[keys]
+
+
+def build_queue(
+    sample_ids: Sequence[str],
+    given_labels: Sequence[str],
+    outputs: Mapping[str, StrategyOutput],
+    class_names: Sequence[str],
+    budget: int,
+    round_index: int = 0,
+    quotas: Mapping[str, float] | None = None,
+    suppress: set[str] | None = None,
+    paths: Sequence[str] | None = None,
+    kind: str = "relabel",
+) -> pd.DataFrame:
+    """Each strategy fills its quota with its best flagged rows not already taken; leftover budget goes
+    round-robin to the strategies' next best. Rows picked by several strategies keep all reasons."""
+    sample_ids = np.asarray(sample_ids, dtype=object)
+    names = list(outputs)
+    exclude = np.isin(sample_ids, list(suppress or ()))
+    orders = {n: _order(outputs[n], sample_ids.astype(str), exclude) for n in names}
+    quota = allocate_quotas(names, budget, quotas)
+    taken: dict[int, list[str]] = {}
+    cursor = {n: 0 for n in names}
+
+    def take(name: str) -> bool:
+        order = orders[name]
+        while cursor[name] < len(order):
+            row = int(order[cursor[name]])
+            cursor[name] += 1
+            if row not in taken:
+                taken[row] = [name]
+                return True
+        return False
+
+    for name in names:
+        for _ in range(quota[name]):
+            if not take(name):
+                break
+    while len(taken) < budget and any(take(n) for n in names if len(taken) < budget):
+        pass
+    # every strategy that ranks a taken row within its own top-`budget` adds its reason
+    for name in names:
+        for row in orders[name][:budget]:
+            if int(row) in taken and name not in taken[int(row)]:
+                taken[int(row)].append(name)
+
+    records = []
+    for row, claimants in taken.items():
+        first = outputs[claimants[0]]
+        suggestion = next((int(outputs[n].suggested[row]) for n in claimants if outputs[n].suggested[row] >= 0), -1)
+        reasons = "; ".join(f"{n} {outputs[n].score[row]:.3f}" for n in claimants)
+        records.append(
+            {
+                "sample_id": str(sample_ids[row]),
+                "path": None if paths is None else str(paths[row]),
+                "given_label": given_labels[row],
+                "suggested_label": class_names[suggestion] if suggestion >= 0 else None,
+                "score": float(first.score[row]),
+                "strategy": claimants[0],
+                "reason": reasons,
+                "_pos": names.index(claimants[0]),
+                "_rank_in": int(np.flatnonzero(orders[claimants[0]] == row)[0]),
+            }
+        )
+    frame = pd.DataFrame(records, columns=["sample_id", "path", "given_label", "suggested_label", "score", "strategy", "reason", "_pos", "_rank_in"])
+    # interleave strategies by their own rank so the top of the queue mixes every strategy's best
+    frame = frame.sort_values(["_rank_in", "_pos", "sample_id"], kind="stable").drop(columns=["_pos", "_rank_in"]).reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    frame.insert(0, "round", int(round_index))
+    frame.insert(0, "queue_id", [queue_id(round_index, s, kind) for s in frame["sample_id"]])
+    frame["kind"] = kind
+    return frame[QUEUE_COLUMNS]
+
+
+def queue_id(round_index: int, sample_id: str, kind: str = "relabel") -> str:
+    """Stable id of a queue item: the same sample queued in the same round gets the same id."""
+    digest = hashlib.sha1(f"{round_index}|{kind}|{sample_id}".encode()).hexdigest()[:10]
+    return f"r{int(round_index):03d}-{digest}"

@@ -1,0 +1,83 @@
+"""The queue as a round callback: strategies over the round's OOF -> queue files in rounds/NNN/."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.io import atomic_write_parquet
+from kibble.queue.builder import build_queue, resolve_budget, settled_samples
+from kibble.queue.formats import write_queue_files
+from kibble.queue.history import load_events
+from kibble.rounds import RoundContext, update_round_metrics
+from kibble.strategies.base import StrategyOutput
+from kibble.strategies.registry import run_strategy
+
+log = logging.getLogger(__name__)
+
+
+class BuildQueue:
+    """Rank the round's train samples with the configured strategies; write queue.csv + Label Studio files.
+
+    budget: a count, or a fraction of the round's train samples. quotas: share of the budget per
+    strategy (default equal). params: per-strategy keyword arguments, e.g. {neighbors: {k: 10}}.
+    """
+
+    def __init__(
+        self,
+        strategies: Sequence[str] = ("kfold", "self_confidence"),
+        budget: int | float = 0.1,
+        quotas: Mapping[str, float] | None = None,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        image_url: Any = None,
+        suppress_reviewed: bool = True,
+        extra_strategies: Mapping[str, Any] | None = None,
+    ):
+        self.strategies = list(strategies)
+        self.budget = budget
+        self.quotas = dict(quotas) if quotas else None
+        self.params = {k: dict(v) for k, v in (params or {}).items()}
+        self.image_url = image_url
+        self.suppress_reviewed = suppress_reviewed
+        self.extra_strategies = dict(extra_strategies or {})
+
+    def score(self, ctx: RoundContext) -> dict[str, StrategyOutput]:
+        labels, probs, embeddings = ctx.given_indices(), ctx.probs(), ctx.embeddings()
+        outputs = {}
+        for name in self.strategies:
+            if name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)
+                outputs[name] = self.extra_strategies[name](ctx, **self.params.get(name, {}))
+            else:
+                outputs[name] = run_strategy(name, labels, probs, embeddings, **self.params.get(name, {}))
+        return outputs
+
+    def __call__(self, ctx: RoundContext) -> dict[str, Any]:
+        outputs = self.score(ctx)
+        oof = ctx.oof
+        suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
+        budget = resolve_budget(self.budget, len(oof))
+        paths = ctx.manifest.set_index("sample_id")["path"].reindex(oof["sample_id"]).tolist()
+        queue = build_queue(
+            oof["sample_id"].tolist(), oof["given_label"].tolist(), outputs, ctx.classes.names, budget,
+            round_index=ctx.round_index, quotas=self.quotas, suppress=suppress, paths=paths,
+        )
+        files = write_queue_files(queue, ctx.round_dir, ctx.classes, self.image_url, data_root=ctx.workspace.data_root, model_version=f"kibble-round-{ctx.round_index:03d}")
+        scores = pd.DataFrame({"sample_id": oof["sample_id"]})
+        for name, out in outputs.items():
+            scores[f"{name}_score"] = out.score.astype(np.float64)
+            scores[f"{name}_flagged"] = out.flagged.astype(bool)
+            scores[f"{name}_suggested"] = out.suggested.astype(np.int64)
+        atomic_write_parquet(ctx.round_dir / "scores.parquet", scores)
+        summary = {
+            "queue_size": int(len(queue)),
+            "queue_budget": budget,
+            "queue_suppressed": int(len(suppress)),
+            "queue_by_strategy": queue["strategy"].value_counts().to_dict(),
+        }
+        update_round_metrics(ctx.round_dir, summary)
+        log.info("queue: %d items (budget %d, %d already reviewed suppressed) -> %s", len(queue), budget, len(suppress), files["csv"])
+        return {**summary, "files": {k: str(v) for k, v in files.items()}}

@@ -1,0 +1,141 @@
+"""`kibble loop`: cleaning rounds end to end — kfold -> queue -> (simulated) annotator -> merge.
+
+Writes per-round metrics (queue precision/recall, noise remaining, OOF accuracy, per-strategy
+detection metrics when `true_label` exists) and loop_summary.csv; prints a per-round table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from kibble import KibbleError
+from kibble.data.classes import ClassList
+from kibble.data.datamodule import trainable_rows
+from kibble.data.manifest import load_manifest
+from kibble.io import atomic_write_csv, read_json
+from kibble.metrics.detection import detection_metrics
+from kibble.paths import Workspace, config_dir
+from kibble.rounds import update_round_metrics
+from kibble.tasks import kfold
+from kibble.tasks.merge import merge_reviews
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ["round", "n_train", "queue_size", "queue_precision", "queue_recall", "noise_before", "noise_remaining", "oof_accuracy_given", "oof_accuracy_true", "test_accuracy", "val_accuracy"]
+
+
+def noise_rate(manifest: pd.DataFrame) -> float:
+    """Share of trainable train rows whose label differs from the truth."""
+    rows = manifest[trainable_rows(manifest)]
+    return float((rows["label"] != rows["true_label"]).mean()) if len(rows) else float("nan")
+
+
+def strategy_detection(round_dir, oof_ids: pd.Series, manifest: pd.DataFrame, budget: int) -> dict[str, dict]:
+    """Precision/recall at the queue budget, AUPRC and AUROC of every strategy's score on this round."""
+    path = round_dir / "scores.parquet"
+    if not path.is_file():
+        return {}
+    scores = pd.read_parquet(path)
+    truth = manifest.set_index("sample_id")
+    is_noisy = (truth.loc[scores["sample_id"], "label"].to_numpy() != truth.loc[scores["sample_id"], "true_label"].to_numpy())
+    out = {}
+    for col in scores.columns:
+        if col.endswith("_score"):
+            name = col[: -len("_score")]
+            out[name] = detection_metrics(is_noisy, scores[col].to_numpy(), budget=budget, flagged=scores[f"{name}_flagged"].to_numpy())
+    return out
+
+
+def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> dict[str, Any]:
+    round_index = ws.current_round()
+    before = load_manifest(ws.manifest, classes.names)
+    noise_before = noise_rate(before)
+    round_cfg = cfg.copy()
+    with open_dict(round_cfg):
+        round_cfg.round = round_index
+    result = kfold.run(round_cfg)
+    if result.get("pending_folds"):
+        raise KibbleError(f"round {round_index}: folds {result['pending_folds']} are not finished; run them, then re-run the loop")
+    round_dir = ws.round_dir(round_index)
+    queue_path = round_dir / "queue.csv"
+    if not queue_path.is_file():
+        raise KibbleError(f"{queue_path}: no queue was built; keep round_callbacks.queue (strategy=...) enabled for the loop")
+    queue = pd.read_csv(queue_path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
+    truth = before.set_index("sample_id")
+    noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
+    hits = int(queue["sample_id"].isin(noisy_ids).sum())
+    reviews = annotator.review(queue, before, classes.names)
+    atomic_write_csv(round_dir / "reviews.csv", reviews)
+    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=OmegaConf.to_container(cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"))
+    if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
+        ws.set_current_round(round_index + 1)
+    after = load_manifest(ws.manifest, classes.names)
+    metrics = read_json(round_dir / "metrics.json")
+    row = {
+        "round": round_index,
+        "n_train": int(trainable_rows(before).sum()),
+        "queue_size": int(len(queue)),
+        "queue_precision": hits / len(queue) if len(queue) else float("nan"),
+        "queue_recall": hits / len(noisy_ids) if noisy_ids else float("nan"),
+        "noise_before": noise_before,
+        "noise_remaining": noise_rate(after),
+        "oof_accuracy_given": metrics.get("oof_accuracy_given"),
+        "oof_accuracy_true": metrics.get("oof_accuracy_true"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "labels_changed": merged.get("n_labels_changed"),
+        "annotation_cost": annotator.cost(len(queue)),
+    }
+    detection = strategy_detection(round_dir, queue["sample_id"], before, max(len(queue), 1))
+    update_round_metrics(round_dir, {**row, "strategies": detection})
+    for name, values in detection.items():
+        row[f"{name}_auprc"] = values.get("auprc")
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="kibble loop")
+    for col in TABLE_COLUMNS:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*[_fmt(row.get(c)) for c in TABLE_COLUMNS])
+    Console().print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    ws = Workspace(cfg.workspace).require()
+    classes = ClassList.load(ws.classes)
+    manifest = load_manifest(ws.manifest, classes.names)
+    if "true_label" not in manifest.columns:
+        raise KibbleError(f"{ws.manifest}: no true_label column; the simulated annotator needs it (import with inject_noise.rate=...)")
+    annotator = hydra.utils.instantiate(cfg.annotator)
+    summary_path = ws.root / "loop_summary.csv"
+    rows = pd.read_csv(summary_path).to_dict("records") if summary_path.is_file() else []
+    rows = [r for r in rows if int(r["round"]) < ws.current_round()]
+    while ws.current_round() < int(cfg.rounds):
+        row = run_round(cfg, ws, classes, annotator)
+        rows.append(row)
+        atomic_write_csv(summary_path, pd.DataFrame(rows))
+        log.info("round %d: queue %d, precision %.3f, noise %.4f -> %.4f", row["round"], row["queue_size"], row["queue_precision"], row["noise_before"], row["noise_remaining"])
+    print_table(rows)
+    return {"rounds": rows, "summary": str(summary_path)}
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="loop")
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,119 @@
+"""Queue files: queue.csv, queue.labelstudio.json (Label Studio tasks + predictions), labeling_config.xml."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from kibble import KibbleError
+from kibble.data.classes import ClassList
+from kibble.queue.formats import (
+    QUEUE_COLUMNS,
+    image_url_builder,
+    labeling_config,
+    write_queue_files,
+)
+from kibble.queue.history import VERDICTS
+
+CLASSES = ClassList.from_names(
+    ["n02085620-Chihuahua", "n02086240-Shih-Tzu", "n02099601-golden_retriever"],
+    {"n02085620-Chihuahua": "Chihuahua", "n02086240-Shih-Tzu": "Shih-Tzu", "n02099601-golden_retriever": "Golden & Retriever"},
+)
+
+
+def make_queue() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "queue_id": ["r002-0001", "r002-0002", "r002-0003"],
+            "round": [2, 2, 2],
+            "rank": [1, 2, 3],
+            "sample_id": ["a", "b", "c"],
+            "path": ["Images/n02085620-Chihuahua/a.jpg", "Images/n02086240-Shih-Tzu/b b.jpg", "Images/x/c.jpg"],
+            "given_label": ["n02085620-Chihuahua", "n02086240-Shih-Tzu", None],
+            "suggested_label": ["n02099601-golden_retriever", None, "n02085620-Chihuahua"],
+            "score": [0.91, 0.5, float("nan")],
+            "strategy": ["kfold", "entropy", "least_confidence"],
+            "reason": ["oof argmax != label", "high entropy", "pool"],
+            "kind": ["relabel", "relabel", "new"],
+        }
+    )
+
+
+def test_writes_three_files_with_local_files_urls(tmp_path):
+    data_root = tmp_path / "data"
+    paths = write_queue_files(make_queue(), tmp_path / "rounds" / "002", CLASSES,
+                              {"scheme": "local_files", "document_root": str(tmp_path)}, data_root=data_root)
+    assert {p.name for p in paths.values()} == {"queue.csv", "queue.labelstudio.json", "labeling_config.xml"}
+    assert not list((tmp_path / "rounds" / "002").glob(".*.tmp"))
+
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv.columns[: len(QUEUE_COLUMNS)]) == QUEUE_COLUMNS and "kind" in csv.columns
+    assert csv["sample_id"].tolist() == ["a", "b", "c"]
+
+    tasks = json.loads(paths["labelstudio"].read_text())
+    assert isinstance(tasks, list) and len(tasks) == 3
+    first = tasks[0]
+    assert first["data"]["image"] == "/data/local-files/?d=data/Images/n02085620-Chihuahua/a.jpg"
+    assert first["data"]["sample_id"] == "a" and first["data"]["queue_id"] == "r002-0001"
+    assert first["data"]["given_label"] == "n02085620-Chihuahua" and first["data"]["round"] == 2
+    (pred,) = first["predictions"]
+    assert pred["model_version"] == "kibble-round-002" and pred["score"] == pytest.approx(0.91)
+    (res,) = pred["result"]
+    assert res["from_name"] == "label" and res["to_name"] == "image" and res["type"] == "choices"
+    assert res["value"] == {"choices": ["n02099601-golden_retriever"]}
+    # spaces are URL-quoted; no suggestion -> no prediction; NaN score -> prediction without score
+    assert tasks[1]["data"]["image"].endswith("Shih-Tzu/b%20b.jpg") and "predictions" not in tasks[1]
+    assert tasks[2]["data"]["given_label"] is None and "score" not in tasks[2]["predictions"][0]
+    assert tasks[2]["data"]["kind"] == "new"
+
+
+def test_document_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path / "data"))
+    url = image_url_builder(None, data_root=tmp_path / "data" / "dogs")
+    assert url("Images/x.jpg") == "/data/local-files/?d=dogs/Images/x.jpg"
+    assert url(str(tmp_path / "data" / "other" / "y.jpg")) == "/data/local-files/?d=other/y.jpg"
+
+
+def test_url_prefix_and_callable(tmp_path):
+    queue = make_queue()
+    paths = write_queue_files(queue, tmp_path, CLASSES, "https://imgs.example.com/dogs/", data_root=tmp_path)
+    tasks = json.loads(paths["labelstudio"].read_text())
+    assert tasks[0]["data"]["image"] == "https://imgs.example.com/dogs/Images/n02085620-Chihuahua/a.jpg"
+    paths = write_queue_files(queue, tmp_path, CLASSES, lambda p: f"s3://bucket/{p}")
+    assert json.loads(paths["labelstudio"].read_text())[2]["data"]["image"] == "s3://bucket/Images/x/c.jpg"
+
+
+def test_image_outside_document_root_fails_and_writes_nothing(tmp_path):
+    out = tmp_path / "round"
+    with pytest.raises(KibbleError, match="not under the Label Studio document root"):
+        write_queue_files(make_queue(), out, CLASSES, {"document_root": str(tmp_path / "elsewhere")}, data_root=tmp_path / "data")
+    assert not out.exists()
+
+
+def test_bad_queue_fails_clearly(tmp_path):
+    with pytest.raises(KibbleError, match=r"missing column\(s\) \['reason'\]"):
+        write_queue_files(make_queue().drop(columns="reason"), tmp_path, CLASSES)
+    bad = make_queue()
+    bad.loc[1, "suggested_label"] = "wolf"
+    with pytest.raises(KibbleError, match="suggested_label 'wolf' is not a class"):
+        write_queue_files(bad, tmp_path, CLASSES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labeling_config_is_valid_xml_with_every_class():
+    root = ET.fromstring(labeling_config(CLASSES))
+    assert root.tag == "View"
+    image = root.find("Image")
+    assert image.get("name") == "image" and image.get("value") == "$image"
+    label = root.find("Choices[@name='label']")
+    assert label.get("toName") == "image" and label.get("choice") == "single"
+    choices = label.findall("Choice")
+    assert [c.get("value") for c in choices] == CLASSES.names
+    assert choices[2].get("hint") == "Golden & Retriever"  # escaped in the file, intact once parsed
+    verdict = root.find("Choices[@name='verdict']")
+    assert [c.get("value") for c in verdict.findall("Choice")] == list(VERDICTS)
+    assert root.find("TextArea").get("name") == "note"
+    assert root.find("Filter").get("toName") == "label"
