@@ -18,7 +18,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from kibble.paths import config_dir  # noqa: E402
+from kibble.config import compose_config  # noqa: E402,F401  (re-exported for the tests)
+from kibble.paths import config_dir  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 KIBBLE = Path(sys.executable).with_name("kibble")
@@ -38,25 +39,6 @@ TINY_TRAIN = [
 DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
 # model=small at its smallest: a tiny timm resnet on 32 px images.
 TINY_MODEL = ["model=small", "model.backbone=test_resnet", "model.input_size=32"]
-
-
-def compose_config(config_name: str, overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:
-    """Compose conf/<config_name>.yaml with `overrides` (Hydra syntax) and return_hydra_config=True.
-
-    Sets HydraConfig (so `${hydra:...}` resolves and code that asks HydraConfig works) and
-    `paths.output_dir` (and hydra.runtime.output_dir) to `output_dir`, a fresh temp dir by default.
-    """
-    output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix=f"kibble-{config_name}-"))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=config_name):
-        cfg = compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def import_workspace(workspace: str | Path, overrides: list[str] | None = None) -> Path:

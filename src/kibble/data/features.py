@@ -55,8 +55,9 @@ class Embedder:
     def data_config(self) -> dict[str, Any]:
         return data_config_for(self.model, self.input_size)
 
-    def cache_key(self) -> str:
-        raw = f"{self.backbone}|{_weights_id(self.pretrained)}|{transform_key(self.data_config)}"
+    def cache_key(self, data_root: str | Path = "") -> str:
+        """Backbone + weights + eval transform + image root: what an embedding depends on."""
+        raw = f"{self.backbone}|{_weights_id(self.pretrained)}|{transform_key(self.data_config)}|{Path(data_root).resolve()}"
         return f"{self.backbone}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
 
     @torch.no_grad()
@@ -75,7 +76,7 @@ class Embedder:
 
     def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path) -> tuple[list[str], np.ndarray]:
         """Embeddings for `rows` (by sample_id), computing only those missing from the cache."""
-        folder = Path(cache_dir) / self.cache_key()
+        folder = Path(cache_dir) / self.cache_key(data_root)
         ids_file, matrix_file = folder / "sample_ids.parquet", folder / "features.npy"
         cached_ids: list[str] = []
         matrix = None

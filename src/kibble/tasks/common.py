@@ -29,7 +29,8 @@ def attach_features(cfg: DictConfig, dm: FeatureDataModule) -> int:
     """Embed (or read from cache) every manifest row once; return the feature width."""
     embedder = hydra.utils.instantiate(cfg.embedder)
     rows = dm.manifest
-    ids, matrix = embedder.features_for(rows, dm.workspace.data_root, dm.workspace.cache / "features")
+    cache_dir = (cfg.get("paths") or {}).get("cache_dir") or dm.workspace.cache
+    ids, matrix = embedder.features_for(rows, dm.workspace.data_root, Path(cache_dir) / "features")
     dm.attach_features(ids, matrix)
     return int(matrix.shape[1])
 
@@ -44,7 +45,9 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
         if dm.matrix is None:
             attach_features(cfg, dm)
         extra["in_features"] = int(dm.matrix.shape[1])
-        extra["embedder"] = OmegaConf.to_container(cfg.embedder, resolve=True)
+        # plain Embedder kwargs (no _target_: instantiate would build an Embedder into the hparams)
+        embedder = OmegaConf.to_container(cfg.embedder, resolve=True)
+        extra["embedder"] = {k: v for k, v in embedder.items() if k != "_target_"}
         model = hydra.utils.instantiate(cfg.model, _convert_="all", **extra)
         dm.configure(None, fit_ids)
         dm.setup("fit")

@@ -103,12 +103,12 @@ def print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="kibble loop")
+    table = Table(title="kibble loop: per-round cleaning")
     for col in TABLE_COLUMNS:
         table.add_column(col, justify="right")
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in TABLE_COLUMNS])
-    Console().print(table)
+    Console(width=max(Console().width, 170)).print(table)
 
 
 def _fmt(value: Any) -> str:

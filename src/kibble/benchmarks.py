@@ -1,0 +1,51 @@
+"""Shared plumbing of scripts/bench_*.py: find the shared data, record results in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_imagewoof() -> Path | None:
+    """../shared/data/imagewoof beside the checkout (or $KIBBLE_IMAGEWOOF), None when absent."""
+    candidates = [os.environ.get("KIBBLE_IMAGEWOOF"), PROJECT_ROOT.parent / "shared" / "data" / "imagewoof"]
+    for c in candidates:
+        if c and (Path(c) / "train").is_dir():
+            return Path(c).resolve()
+    return None
+
+
+def command_line() -> str:
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(PROJECT_ROOT)
+    except ValueError:
+        pass
+    return " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])])
+
+
+def record(title: str, table: pd.DataFrame, notes: list[str] | None = None, path: Path | None = None) -> Path:
+    """Append a section (title, exact command, machine, table, notes) to docs/benchmarks.md."""
+    path = path or PROJECT_ROOT / "docs" / "benchmarks.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_text("# Benchmarks\n\nNumbers from real runs; each section names the command that produced it.\n")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "", f"## {title}", "",
+        f"Command: `{command_line()}`  ",
+        f"Run: {stamp}, {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}", "",
+        table.to_markdown(index=False, floatfmt=".4g"), "",
+    ]
+    lines += [f"- {n}" for n in (notes or [])]
+    with open(path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
