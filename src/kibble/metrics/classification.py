@@ -28,7 +28,7 @@ def to_indices(values: Sequence[Any] | np.ndarray, class_names: Sequence[str], w
     out = np.empty(len(arr), dtype=np.int64)
     for i, value in enumerate(arr):
         if str(value) not in index:
-            raise KibbleError(f"{what}: row {i} has class {value!r}, not in the class list; fix the label or classes.yaml")
+            raise KibbleError(f"{what}: row {i} has class '{value}', not in the class list; fix the label or classes.yaml")
         out[i] = index[str(value)]
     return out
 

@@ -49,10 +49,15 @@ class BuildQueue:
         labels, probs, embeddings = ctx.given_indices(), ctx.probs(), ctx.embeddings()
         outputs = {}
         for name in self.strategies:
-            if name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)
+            params = dict(self.params.get(name, {}))
+            if name == "precision" and params.pop("mode", "renormalize") == "train":
+                from kibble.strategies.trained import trained_precision
+
+                outputs[name] = trained_precision(ctx, **params)
+            elif name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)
                 outputs[name] = self.extra_strategies[name](ctx, **self.params.get(name, {}))
             else:
-                outputs[name] = run_strategy(name, labels, probs, embeddings, **self.params.get(name, {}))
+                outputs[name] = run_strategy(name, labels, probs, embeddings, **params)
         return outputs
 
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
