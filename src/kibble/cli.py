@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -26,13 +25,9 @@ _TASK_ENV = "KIBBLE_TASK"
 def usage() -> str:
     width = max(len(t) for t in TASKS)
     lines = ["usage: kibble <task> [hydra overrides] [-m] [--help]", "", "tasks:"]
-    lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in TASKS.items() if _available(name)]
+    lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in TASKS.items()]
     lines += ["", "Every task takes workspace=DIR. `kibble <task> --help` shows its config; `--cfg job` prints it."]
     return "\n".join(lines)
-
-
-def _available(name: str) -> bool:
-    return importlib.util.find_spec(TASKS[name][0]) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     task, rest = argv[0], argv[1:]
-    if task not in TASKS or not _available(task):
+    if task not in TASKS:
         print(f"kibble: unknown task {task!r}\n\n{usage()}", file=sys.stderr)
         return 2
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -132,6 +132,8 @@ class KFoldRound:
         # one progress display across folds (ours); no per-fold bars inside it
         trainer = build_trainer(cfg, fold_dir, with_logger=bool(cfg.get("logger")), enable_progress_bar=False)
         trainer.fit(model, datamodule=dm)
+        if trainer.global_rank != 0:  # under DDP only rank 0 predicts and writes the fold's files
+            return {"fold": k, "rank": trainer.global_rank}
         restore_best(trainer, model)
         fit_seconds = time.perf_counter() - start
         epochs = max(int(trainer.current_epoch), 1)
