@@ -195,12 +195,18 @@ def run(cfg: DictConfig) -> dict:
                     log.info("fold %d/%d: complete, skipped", k + 1, kround.n_folds)
                 else:
                     meta = kround.run_fold(k)
+                    if "rank" in meta:  # a non-zero DDP rank: rank 0 logs and writes
+                        continue
                     fold_stats[k] = meta
                     log.info(
                         "fold %d/%d: %.1f s, %d train images (%.0f img/s), held-out accuracy %.4f",
                         k + 1, kround.n_folds, meta["seconds"], meta["n_fit"], meta["train_images_per_second"], meta["heldout_accuracy_given"],
                     )
                 progress.advance(task)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return {"round": kround.round_index, "rank": rank_zero_only.rank}
     pending = [k for k in range(kround.n_folds) if not kround.fold_complete(k)]
     result = {"round": kround.round_index, "round_dir": str(kround.round_dir), "folds_run": sorted(fold_stats), "pending_folds": pending}
     if pending:
