@@ -58,6 +58,26 @@ def effnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return convert_effnet_lite0(tmp_path_factory.mktemp("weights") / "tf_efficientnet_lite0.pth")
 
 
+@pytest.fixture(scope="session")
+def digits_feature_cache(digits_workspace: Path, effnet_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace `cache/` dir holding effnet-lite0 (offline weights) 32 px embeddings of every digits image.
+
+    Copy it into a workspace (shutil.copytree(cache, ws / "cache")) to skip re-embedding in tests that run
+    model=features with paths.effnet_lite0=<effnet_weights> embedder.input_size=32.
+    """
+    from kibble.data.features import Embedder
+    from kibble.data.manifest import load_manifest
+    from kibble.paths import Workspace
+
+    ws = tmp_path_factory.mktemp("digits_features") / "ws"
+    shutil.copytree(digits_workspace, ws)
+    workspace = Workspace(ws)
+    embedder = Embedder("tf_efficientnet_lite0", str(effnet_weights), input_size=32, num_workers=0)
+    root_id = str(workspace.read_state()["data_root"])  # as attach_features keys it
+    embedder.features_for(load_manifest(workspace.manifest), workspace.data_root, workspace.cache / "features", root_id=root_id)
+    return workspace.cache
+
+
 def _save_list(path: Path, files: list[str], labels: list[int]) -> None:
     """A Stanford Dogs list file: `file_list`/`annotation_list` N x 1 cell arrays, `labels` N x 1 (1-based)."""
     from scipy.io import savemat

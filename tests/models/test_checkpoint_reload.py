@@ -3,6 +3,7 @@ for the full fine-tune and the features-mode head, without the original pretrain
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ def test_image_classifier_reload_reproduces_predictions(fresh_digits_workspace: 
     assert isinstance(generic, ImageClassifier) and not generic.training
 
 
-def test_feature_classifier_reload_reproduces_predictions(fresh_digits_workspace: Path, effnet_weights: Path, tmp_path: Path):
+def test_feature_classifier_reload_reproduces_predictions(fresh_digits_workspace: Path, effnet_weights: Path, digits_feature_cache: Path, tmp_path: Path):
+    shutil.copytree(digits_feature_cache, fresh_digits_workspace / "cache")  # embeddings computed once per session
     cfg = compose_config(
         "train",
         [
@@ -61,7 +63,7 @@ def test_feature_classifier_reload_reproduces_predictions(fresh_digits_workspace
         output_dir=tmp_path / "run",
     )
     dm, model, path = fit(cfg)
-    # the embeddings were cached in the workspace, keyed by backbone + weights + transform
+    # training used the workspace's cache, keyed by backbone + weights + transform (no second entry)
     assert len(list((fresh_digits_workspace / "cache" / "features").glob("tf_efficientnet_lite0-*/features.npy"))) == 1
     rows = dm.test_rows
     before = predict_rows(model, dm, rows)

@@ -31,8 +31,9 @@ def trained(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def trained_features(trained: dict, effnet_weights: Path) -> Path:
+def trained_features(trained: dict, effnet_weights: Path, digits_feature_cache: Path) -> Path:
     """A features-mode head (frozen effnet-lite0 at 32 px) trained on the same workspace."""
+    shutil.copytree(digits_feature_cache, trained["ws"] / "cache", dirs_exist_ok=True)
     cfg = compose_config(
         "train",
         [f"workspace={trained['ws']}", "model=features", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0", *TINY_TRAIN],

@@ -55,9 +55,13 @@ class Embedder:
     def data_config(self) -> dict[str, Any]:
         return data_config_for(self.model, self.input_size)
 
-    def cache_key(self, data_root: str | Path = "") -> str:
-        """Backbone + weights + eval transform + image root: what an embedding depends on."""
-        raw = f"{self.backbone}|{_weights_id(self.pretrained)}|{transform_key(self.data_config)}|{Path(data_root).resolve()}"
+    def cache_key(self, root_id: str = "") -> str:
+        """Backbone + weights + eval transform + image root: what an embedding depends on.
+
+        root_id is the workspace's recorded data_root: relative for images inside the workspace (so a
+        copied workspace keeps its cache), absolute for shared image folders.
+        """
+        raw = f"{self.backbone}|{_weights_id(self.pretrained)}|{transform_key(self.data_config)}|{root_id}"
         return f"{self.backbone}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
 
     @torch.no_grad()
@@ -74,9 +78,9 @@ class Embedder:
             out.append(self.model(x).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.num_features), dtype=np.float32)
 
-    def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path) -> tuple[list[str], np.ndarray]:
+    def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path, root_id: str | None = None) -> tuple[list[str], np.ndarray]:
         """Embeddings for `rows` (by sample_id), computing only those missing from the cache."""
-        folder = Path(cache_dir) / self.cache_key(data_root)
+        folder = Path(cache_dir) / self.cache_key(str(Path(data_root).resolve()) if root_id is None else root_id)
         ids_file, matrix_file = folder / "sample_ids.parquet", folder / "features.npy"
         cached_ids: list[str] = []
         matrix = None

@@ -106,16 +106,20 @@ def drop_bad_images(rows: pd.DataFrame, data_root: Path, policy: str) -> tuple[p
 
 
 def model_outputs(model: L.LightningModule, rows: pd.DataFrame, data_root: Path, class_names: list[str], cfg: DictConfig,
-                  feature_cache: Path | None = None) -> dict[str, np.ndarray]:
-    """probs and logits for `rows` (in order) from either module type."""
+                  ws: Workspace | None = None) -> dict[str, np.ndarray]:
+    """probs and logits for `rows` (in order) from either module type; features-mode embeddings of
+    manifest rows (ws given) go through the workspace's feature cache, as in training."""
     from kibble.models.head import FeatureClassifier
 
     batch_size, workers = int(cfg.get("batch_size", 128)), int(cfg.get("num_workers", 0))
     if isinstance(model, FeatureClassifier):
         overrides = OmegaConf.to_container(cfg.embedder, resolve=True) if cfg.get("embedder") else None
         embedder = embedder_for(model, overrides)
-        if feature_cache is not None:
-            _, matrix = embedder.features_for(rows, data_root, feature_cache)
+        if ws is not None:
+            # the same cache entry `kibble train` / `kibble kfold` use (tasks.common.attach_features)
+            cache_dir = Path((cfg.get("paths") or {}).get("cache_dir") or ws.cache) / "features"
+            root_id = str(ws.read_state().get("data_root", ws.data_root))
+            _, matrix = embedder.features_for(rows, data_root, cache_dir, root_id=root_id)
         else:
             matrix = embedder.embed(rows, data_root)
         dm = RowsDataModule(class_names, features=matrix, batch_size=batch_size, num_workers=0)
@@ -157,7 +161,7 @@ def predict_manifest(model: L.LightningModule, ws: Workspace, rows: pd.DataFrame
     skipped: dict[str, str] = {}
     if cfg.get("on_bad_image", "fail") == "skip" or cfg.get("verify_images", False):
         rows, skipped = drop_bad_images(rows, ws.data_root, cfg.get("on_bad_image", "fail"))
-    outputs = model_outputs(model, rows, ws.data_root, names, cfg, feature_cache=ws.cache / "features")
+    outputs = model_outputs(model, rows, ws.data_root, names, cfg, ws=ws)
     frame = prediction_frame(rows, outputs, names, given=True)
     return frame, {"class_names": names, "skipped": skipped}
 
