@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from kibble.data.dataset import ManifestDataset
 from kibble.data.transforms import build_transform, transform_key
-from kibble.io import atomic_path, atomic_write_json, atomic_write_parquet
+from kibble.io import atomic_path, atomic_write_json, atomic_write_parquet, read_json
 from kibble.models.backbone import create_backbone, data_config_for
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,11 @@ class Embedder:
         known = set(cached_ids)
         todo = rows[~rows["sample_id"].isin(known)].drop_duplicates("sample_id")
         if len(todo):
+            import time
+
+            started = time.perf_counter()
             fresh = self.embed(todo, data_root)
+            seconds = time.perf_counter() - started
             matrix = fresh if matrix is None else np.concatenate([matrix, fresh])
             cached_ids = cached_ids + todo["sample_id"].tolist()
             folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,14 @@ class Embedder:
                 with open(tmp, "wb") as fh:
                     np.save(fh, matrix)
             atomic_write_parquet(ids_file, pd.DataFrame({"sample_id": cached_ids}))
-            atomic_write_json(folder / "meta.json", {"backbone": self.backbone, "pretrained": str(self.pretrained), "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}})
+            meta_path = folder / "meta.json"
+            history = read_json(meta_path).get("embedding_runs", []) if meta_path.is_file() else []
+            history.append({"images": int(len(todo)), "seconds": round(seconds, 2)})
+            atomic_write_json(meta_path, {
+                "backbone": self.backbone, "pretrained": str(self.pretrained),
+                "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+                "embedding_runs": history,  # how long embedding took (benchmarks report it)
+            })
             log.info("feature cache %s: embedded %d new images (%d total)", folder.name, len(todo), len(cached_ids))
         position = {s: i for i, s in enumerate(cached_ids)}
         wanted = rows["sample_id"].tolist()

@@ -42,8 +42,17 @@ class ClassifierBase(L.LightningModule):
         metrics.update(logits.detach(), y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test", batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
         return loss
+
+    def _log_epoch_metrics(self, metrics: MetricCollection, stage: str) -> None:
+        # Accuracy / F1 are logged once per epoch, not handed to self.log every step: Lightning's
+        # per-call bookkeeping of Metric objects cost ~5 % of a small model's training throughput
+        # (scripts/bench_train_overhead.py). compute() syncs DDP ranks itself.
+        if not any(m.update_called for m in metrics.values()):
+            return
+        values = metrics.compute()
+        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage == "val", sync_dist=False)
+        metrics.reset()
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, self.train_metrics, "train")
@@ -53,6 +62,15 @@ class ClassifierBase(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_metrics, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.train_metrics, "train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics, "test")
 
     predict_embeddings: bool = False  # set by the caller to also return pre-logit embeddings
 

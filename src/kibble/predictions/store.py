@@ -52,6 +52,8 @@ def stack(frame: pd.DataFrame, column: str = "probs") -> np.ndarray:
 
 
 def validate_probs(probs: np.ndarray, n_classes: int, source: str, sample_ids: list[str] | None = None) -> None:
+    if len(probs) == 0:
+        return  # an empty store (e.g. no val/test/pool rows) is valid
     if probs.ndim != 2 or probs.shape[1] != n_classes:
         raise KibbleError(f"{source}: probabilities have shape {probs.shape}, expected (N, {n_classes}) for the class list")
     bad = ~np.isfinite(probs).all(axis=1)

@@ -187,6 +187,8 @@ def run(cfg: DictConfig) -> dict:
         raise KibbleError(f"cv.fold={cfg.cv.fold}: folds are numbered 0..{kround.n_folds - 1}")
     log.info("round %d: %d train samples, %d folds -> %s", kround.round_index, len(kround.folds), kround.n_folds, kround.round_dir)
     fold_stats = {}
+    for k in range(kround.n_folds):  # a stale/foreign fold file fails now, before any fold is trained
+        kround.fold_complete(k)
     if not cfg.cv.get("assemble_only", False):
         with Progress(TextColumn("[bold]k-fold round {task.fields[round]}"), BarColumn(), TextColumn("{task.completed}/{task.total} folds"), TimeElapsedColumn(), disable=not cfg.cv.get("progress", True)) as progress:
             task = progress.add_task("folds", total=len(folds), round=kround.round_index)
