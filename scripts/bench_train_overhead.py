@@ -37,7 +37,7 @@ from kibble.paths import Workspace  # noqa: E402
 from kibble.tasks.common import build_data_and_model, build_trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SETTINGS = ["resnet18:128:32:15", "test_resnet:32:32:40"]
+DEFAULT_SETTINGS = ["resnet18:128:32:30", "test_resnet:32:32:100"]
 
 
 def ensure_workspace(path: Path) -> Path:
@@ -185,7 +185,8 @@ def notes(args, load_before: tuple, load_after: tuple) -> list[str]:
         f"Images/s over the training steps after {args.warmup} warm-up steps (validation off in both arms); median of "
         f"{args.repeats} interleaved repeats per arm (wall-clock runs listed). img/CPU-s = images per second of process "
         "CPU time (all threads): less sensitive to other jobs on the machine than wall-clock time. kibble = the composed `kibble train` config "
-        "(rich progress bar, checkpointing, early stopping, CSV logger, torchmetrics) via build_data_and_model + build_trainer.",
+        "(rich progress bar, per-epoch checkpointing, CSV logger, torchmetrics; early stopping off, as there is no "
+        "validation) via build_data_and_model + build_trainer.",
     ]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import is_missing
 from kibble.queue.history import now_utc
 from kibble.queue.reviews import REVIEW_COLUMNS
 
@@ -90,11 +91,4 @@ class SimulatedAnnotator:
 
 
 def _opt(value) -> str | None:
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value) if str(value) != "" else None
+    return None if is_missing(value) or str(value) == "" else str(value)

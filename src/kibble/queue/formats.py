@@ -30,6 +30,7 @@ from xml.sax.saxutils import quoteattr
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import is_missing
 from kibble.data.classes import ClassList
 from kibble.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from kibble.queue.history import VERDICTS
@@ -178,14 +179,7 @@ def _clean(value: Any) -> Any:
         return None
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
+    return None if is_missing(value) else value
 
 
 def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | None = None) -> list[dict]:

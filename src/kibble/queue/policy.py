@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import is_missing
 from kibble.queue.history import SOURCES
 
 DEFAULT_AUTHORITY = ["expert", "review", "vendor", "simulated", "import"]
@@ -147,10 +148,4 @@ def _timestamps(values: pd.Series) -> np.ndarray:
     return ts.fillna(pd.Timestamp.min.tz_localize("UTC")).to_numpy()
 
 
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+_missing = is_missing

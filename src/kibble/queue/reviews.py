@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import optional_text
 from kibble.queue.formats import LABEL_CONTROL, NOTE_CONTROL, VERDICT_CONTROL
 from kibble.queue.history import VERDICTS
 
@@ -345,15 +346,7 @@ def _drop_duplicates(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def _text(value: Any) -> str | None:
-    if value is None or value is _UNSET:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    value = str(value).strip()
-    return value or None
+    return None if value is _UNSET else optional_text(value)
 
 
 def _float(value: Any, loc: str, col: str) -> float | None:

@@ -178,6 +178,19 @@ class KFoldRound:
         return oof, predictions
 
 
+ROUND_CONFIG_KEYS = ("seed", "model", "data", "embedder", "trainer", "callbacks", "cv", "paths")
+
+
+def save_round_config(cfg: DictConfig, path: Path) -> None:
+    """The round's training config, so `kibble queue` can re-train for strategies that need a model
+    (precision mode=train). Unresolved: `${workspace}` follows the workspace if it is moved or copied."""
+    from kibble.io import atomic_write_text
+
+    saved = {k: OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in ROUND_CONFIG_KEYS if k in cfg}
+    (saved.get("paths") or {}).pop("output_dir", None)  # the run's own output dir
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(saved)))
+
+
 def run(cfg: DictConfig) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -215,6 +228,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("round %d: waiting for folds %s before assembling the OOF", kround.round_index, pending)
         return result
     oof, predictions = kround.assemble()
+    save_round_config(cfg, kround.round_dir / "config.yaml")
     ctx = RoundContext(kround.ws, kround.round_index, kround.round_dir, kround.manifest, kround.classes, oof, predictions, cfg)
     for name, cb_cfg in (cfg.get("round_callbacks") or {}).items():
         if cb_cfg is None:

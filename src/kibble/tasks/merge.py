@@ -19,6 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from kibble import KibbleError
+from kibble.values import is_missing
 from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
 from kibble.paths import Workspace, config_dir
@@ -180,13 +181,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _na(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+_na = is_missing
 
 
 def _opt(value: Any) -> str | None:

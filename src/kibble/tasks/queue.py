@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
@@ -23,6 +23,10 @@ def load_round(cfg: DictConfig) -> RoundContext:
     classes = ClassList.load(ws.classes)
     oof, _ = read_store(oof_path, classes.names)
     manifest = load_manifest(ws.manifest, classes.names)
+    saved = round_dir / "config.yaml"  # the round's model/data/trainer (kfold writes it): strategies that train reuse it
+    if saved.is_file():
+        with open_dict(cfg):
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(saved))
     return RoundContext(ws, round_index, round_dir, manifest, classes, oof, None, cfg)
 
 
