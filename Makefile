@@ -26,6 +26,7 @@ weights: setup
 demo: setup weights
 	$(BIN)/kibble import workspace=$(WORKSPACE) overwrite=true inject_noise.rate=0.2
 	$(BIN)/kibble loop workspace=$(WORKSPACE) experiment=demo_loop
+	$(BIN)/kibble train workspace=$(WORKSPACE) experiment=demo_digits
 
 test: setup
 	$(BIN)/python -m pytest -q

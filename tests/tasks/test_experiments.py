@@ -4,6 +4,7 @@ pretrained weights come from the converted effnet-lite0 file (or none), inputs a
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,10 @@ def test_experiment_composes_and_trains(experiment: str, fresh_digits_workspace:
             except ConfigCompositionException:
                 continue
         raise train_error
+    if cfg.get("embedder") is not None and weights:
+        # embeddings of the digits at 32 px are computed once per session (the embedding path itself is
+        # exercised by that fixture and by the predict tests)
+        shutil.copytree(request.getfixturevalue("digits_feature_cache"), fresh_digits_workspace / "cache", dirs_exist_ok=True)
     cfg = compose_config("train", base + shrink(cfg, weights), output_dir=tmp_path / "run")
     assert cfg.trainer.fast_dev_run
     result = train.run(cfg)

@@ -24,6 +24,9 @@ from kibble.predictions.store import read_store, sidecar_path, stack, write_stor
 from kibble.tasks import kfold
 from kibble.tasks.kfold import KFoldRound
 
+# every test here needs a trained round (the shared fixture embeds + trains ~1 min on 2 cores)
+pytestmark = pytest.mark.slow
+
 N_FOLDS = 5
 
 
@@ -131,7 +134,6 @@ def run_kfold(ws: Path, setup: dict, out: Path, *extra: str) -> dict:
 # ---------------------------------------------------------------- the round
 
 
-@pytest.mark.slow
 def test_kfold_round_on_digits(round0: dict):
     ws, result = Workspace(round0["ws"]), round0["result"]
     round_dir = ws.round_dir(0)
@@ -169,7 +171,6 @@ def test_kfold_round_on_digits(round0: dict):
     assert 0 < len(queue) <= round(0.1 * len(oof)) and queue["sample_id"].isin(oof["sample_id"]).all()
 
 
-@pytest.mark.slow
 def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     round_dir = Workspace(fresh_ws).round_dir(0)
     real_write = kfold.write_store
@@ -207,7 +208,6 @@ def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tm
     np.testing.assert_allclose(stack(oof), stack(reference), atol=1e-5)
 
 
-@pytest.mark.slow
 def test_single_fold_jobs_then_assemble(round0: dict, fresh_ws: Path, setup: dict, tmp_path: Path):
     round_dir = Workspace(fresh_ws).round_dir(0)
     result = run_kfold(fresh_ws, setup, tmp_path / "out1", "cv.fold=2")
@@ -302,7 +302,6 @@ def test_nan_probabilities_in_a_fold_file(unassembled: Path, setup: dict, tmp_pa
 # ---------------------------------------------------------------- parallel folds through a Hydra launcher
 
 
-@pytest.mark.slow
 def test_multirun_folds_with_joblib_then_assemble(fresh_ws: Path, setup: dict, tmp_path: Path):
     overrides = [*features_overrides(fresh_ws, setup["weights"], setup["cache"]), "cv=kfold3"]
     proc = run_kibble(
