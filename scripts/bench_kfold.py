@@ -113,7 +113,10 @@ def main() -> None:
     )
     print(table.to_string(index=False))
     best = min(s for _, s, _ in rows)
+    import os
+
     notes = [
+        f"1-min load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs slow every arm alike).",
         f"Cached 5-fold round: {best:.1f} s (target < 30 s): {'PASS' if best < 30 else 'FAIL'}; {len(train)} train images, head trained with Lightning ({args.epochs} max epochs, early stopping on an inner split).",
         "Cold embedding time = all images / the embedding rate timed in this run on a random sample (the cache itself may have been warm).",
         f"Full fine-tune: {ft_ips:.1f} training images/s per fold on CPU (tf_efficientnet_lite0, 224 px, batch 32).",

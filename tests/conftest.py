@@ -1,7 +1,8 @@
 """Shared fixtures: the REAL conf/ composed and shrunk, a digits workspace, offline weights, generated trees.
 
 Fixture names are shared by every test module: `compose`, `digits_workspace` (read-only, session),
-`fresh_digits_workspace` (a private copy), `effnet_weights`, `stanford_dogs_tree` (a factory).
+`fresh_digits_workspace` (a private copy), `effnet_weights`, `digits_feature_cache` (effnet-lite0
+embeddings of the digits, computed once), `stanford_dogs_tree` (a factory).
 """
 
 from __future__ import annotations
