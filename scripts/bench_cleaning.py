@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kibble.benchmarks import record, shared_imagewoof
+from kibble.benchmarks import PROJECT_ROOT, record, shared_imagewoof
 
 RANDOM = {"random5": "noisy_labels_5", "random25": "noisy_labels_25", "random50": "noisy_labels_50"}
 LOOKALIKE = {"lookalike10": 0.10, "lookalike20": 0.20, "lookalike30": 0.30}
@@ -364,7 +364,7 @@ def main() -> None:
     loop_ok = {row["setting"]: row[loop_col] >= 0.8 for row in loop_rows}
     verdict = lambda ok: "PASS" if ok and all(ok.values()) else "FAIL"  # noqa: E731
     setup = (f"Imagewoof train {len(train)} / val {int((manifest['split'] == 'val').sum())}; features mode: frozen tf_efficientnet_lite0 (offline weights), "
-             f"embeddings from the shared cache {bench.cache.relative_to(bench.work.parent) if bench.cache.is_relative_to(bench.work.parent) else bench.cache}; "
+             f"embeddings from the shared cache {bench.cache.relative_to(PROJECT_ROOT) if bench.cache.is_relative_to(PROJECT_ROOT) else bench.cache}; "
              f"head = `experiment=imagewoof_features` trained through Lightning, 5 folds, seed {args.seed}" + (" (--quick: 8 epochs)" if args.quick else "") + ".")
     common_notes = [
         setup,
