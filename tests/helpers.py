@@ -9,14 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from kibble.config import compose_config  # noqa: E402,F401  (re-exported for the tests)
 from kibble.paths import config_dir  # noqa: E402,F401

@@ -68,13 +68,18 @@ def save_manifest(frame: pd.DataFrame, path: str | Path, class_names: list[str] 
     return atomic_write_parquet(path, frame)
 
 
-def manifest_fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of what a k-fold round depends on: which train samples exist and their labels."""
+def rows_fingerprint(rows: pd.DataFrame) -> str:
+    """A hash of which samples `rows` holds and their labels (order-independent)."""
     import hashlib
 
-    train = frame[frame["split"] == "train"].sort_values("sample_id")
-    payload = "\n".join(f"{s}\t{l}" for s, l in zip(train["sample_id"], train["label"]))
+    rows = rows.sort_values("sample_id")
+    payload = "\n".join(f"{s}\t{l}" for s, l in zip(rows["sample_id"], rows["label"]))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def manifest_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of what a k-fold round depends on: which train samples exist and their labels."""
+    return rows_fingerprint(frame[frame["split"] == "train"])
 
 
 def resolve_image_path(path: str, data_root: str | Path) -> Path:

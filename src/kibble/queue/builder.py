@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.queue.formats import QUEUE_COLUMNS as FORMAT_COLUMNS
 from kibble.strategies.base import StrategyOutput
 
-QUEUE_COLUMNS = ["queue_id", "round", "rank", "sample_id", "path", "given_label", "suggested_label", "score", "strategy", "reason", "kind"]
+QUEUE_COLUMNS = [*FORMAT_COLUMNS, "kind"]  # the file contract (queue/formats.py) + relabel|new
 SETTLED_VERDICTS = ("confirmed", "corrected", "ambiguous", "out_of_scope")
 HUMAN_SOURCES = ("review", "expert", "vendor", "simulated")
 

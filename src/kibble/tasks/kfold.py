@@ -22,7 +22,7 @@ from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.datamodule import trainable_rows
 from kibble.data.folds import assign_folds
-from kibble.data.manifest import load_manifest
+from kibble.data.manifest import load_manifest, rows_fingerprint
 from kibble.io import atomic_write_json, atomic_write_parquet, read_json
 from kibble.paths import Workspace, config_dir
 from kibble.predictions.oof import assemble_oof, check_fold_meta, ensemble_mean
@@ -35,9 +35,7 @@ log = logging.getLogger(__name__)
 
 def round_fingerprint(train_rows: pd.DataFrame) -> str:
     """What the OOF depends on: the trainable samples and their current labels."""
-    rows = train_rows.sort_values("sample_id")
-    payload = "\n".join(f"{s}\t{l}" for s, l in zip(rows["sample_id"], rows["label"]))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return rows_fingerprint(train_rows)
 
 
 def config_hash(cfg: DictConfig) -> str:

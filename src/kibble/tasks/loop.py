@@ -36,7 +36,7 @@ def noise_rate(manifest: pd.DataFrame) -> float:
     return float((rows["label"] != rows["true_label"]).mean()) if len(rows) else float("nan")
 
 
-def strategy_detection(round_dir, oof_ids: pd.Series, manifest: pd.DataFrame, budget: int) -> dict[str, dict]:
+def strategy_detection(round_dir, manifest: pd.DataFrame, budget: int) -> dict[str, dict]:
     """Precision/recall at the queue budget, AUPRC and AUROC of every strategy's score on this round."""
     path = round_dir / "scores.parquet"
     if not path.is_file():
@@ -67,7 +67,6 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
     if not queue_path.is_file():
         raise KibbleError(f"{queue_path}: no queue was built; keep round_callbacks.queue (strategy=...) enabled for the loop")
     queue = pd.read_csv(queue_path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
-    truth = before.set_index("sample_id")
     noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
     hits = int(queue["sample_id"].isin(noisy_ids).sum())
     reviews = annotator.review(queue, before, classes.names)
@@ -92,7 +91,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         "labels_changed": merged.get("n_labels_changed"),
         "annotation_cost": annotator.cost(len(queue)),
     }
-    detection = strategy_detection(round_dir, queue["sample_id"], before, max(len(queue), 1))
+    detection = strategy_detection(round_dir, before, max(len(queue), 1))
     update_round_metrics(round_dir, {**row, "strategies": detection})
     for name, values in detection.items():
         row[f"{name}_auprc"] = values.get("auprc")
