@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from kibble import KibbleError
@@ -21,6 +23,8 @@ class ClassInfo:
     display_name: str | None = None
     weight: float = 1.0
     group: str | None = None
+    guideline: str | None = None  # annotator guidance for this class (Label Studio hint, gallery)
+    examples: list[str] = field(default_factory=list)  # example image paths for annotators
 
 
 @dataclass
@@ -45,9 +49,40 @@ class ClassList:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def severity_matrix(self, base_dir: str | Path | None = None) -> np.ndarray:
+        """K x K cost of predicting column j for true class i (0 on the diagonal).
+
+        From `severity.matrix` (a K x K CSV with class names as header and index, relative to
+        base_dir) when given, else from groups: `same_group` cost within a group, `other_group`
+        across groups or for ungrouped classes.
+        """
+        names = self.names
+        matrix_path = self.severity.get("matrix")
+        if matrix_path:
+            path = Path(matrix_path)
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+            if not path.is_file():
+                raise KibbleError(f"severity matrix {path} not found (classes.yaml `severity.matrix`)")
+            frame = pd.read_csv(path, index_col=0)
+            frame.index = frame.index.astype(str)
+            frame.columns = frame.columns.astype(str)
+            if sorted(frame.index) != sorted(names) or sorted(frame.columns) != sorted(names):
+                raise KibbleError(f"{path}: rows and columns must be exactly the {len(names)} class names of classes.yaml")
+            cost = frame.loc[names, names].to_numpy(dtype=float)
+            if not np.isfinite(cost).all() or (cost < 0).any():
+                raise KibbleError(f"{path}: costs must be finite and >= 0")
+        else:
+            same = float(self.severity.get("same_group", DEFAULT_SEVERITY["same_group"]))
+            other = float(self.severity.get("other_group", DEFAULT_SEVERITY["other_group"]))
+            groups = np.array([c.group if c.group is not None else f"\0{i}" for i, c in enumerate(self.classes)], dtype=object)
+            cost = np.where(groups[:, None] == groups[None, :], same, other).astype(float)
+        np.fill_diagonal(cost, 0.0)
+        return cost
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "classes": [asdict(c) for c in self.classes],
+            "classes": [{k: v for k, v in asdict(c).items() if v is not None and v != []} for c in self.classes],
             "severity": self.severity,
             "targets": self.targets,
         }
@@ -76,6 +111,8 @@ class ClassList:
                     display_name=entry.get("display_name") or str(entry["name"]),
                     weight=float(entry.get("weight", 1.0)),
                     group=entry.get("group"),
+                    guideline=entry.get("guideline"),
+                    examples=[str(e) for e in entry.get("examples") or []],
                 )
             )
         names = [c.name for c in infos]
