@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WORKSPACE ?= workspaces/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup weights demo test test-fast clean
+.PHONY: setup weights demo test test-fast clean labelstudio
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# A real Label Studio server for the round-trip test, in its own venv so its dependencies never touch kibble's.
+LS_VENV ?= .venv-labelstudio
+$(LS_VENV)/bin/label-studio:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --upgrade pip
+	$(LS_VENV)/bin/pip install "label-studio>=1.13,<2"
+
+labelstudio: $(LS_VENV)/bin/label-studio
+
 clean:
-	rm -rf $(VENV) workspaces
+	rm -rf $(VENV) $(LS_VENV) workspaces

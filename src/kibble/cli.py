@@ -6,16 +6,22 @@ import importlib
 import os
 import sys
 
+# task -> the action words it takes before the overrides (`kibble labelstudio push ...` -> action=push)
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {"labelstudio": ("push", "pull")}
+
 # task -> (module, one-line description)
 TASKS: dict[str, tuple[str, str]] = {
     "import": ("kibble.tasks.import_data", "read a source (digits, image folder, Stanford Dogs, CSV) into a workspace"),
     "train": ("kibble.tasks.train", "fine-tune a timm model on the train split, test it, save the best checkpoint"),
     "predict": ("kibble.tasks.predict", "checkpoint -> predictions Parquet for a manifest split or a folder of images"),
-    "eval": ("kibble.tasks.evaluate", "metrics of a checkpoint or predictions file on a split"),
+    "eval": ("kibble.tasks.evaluate", "per-class F1 vs targets, severity, calibration + HTML report of a checkpoint, predictions or a round"),
     "kfold": ("kibble.tasks.kfold", "k-fold cross-validation: out-of-fold softmax for every train image (resumable)"),
     "queue": ("kibble.tasks.queue", "rank samples with cleaning strategies into a relabel queue (CSV + Label Studio)"),
     "merge": ("kibble.tasks.merge", "fold reviews (CSV or Label Studio export) into the label history"),
     "loop": ("kibble.tasks.loop", "run cleaning rounds end to end with a simulated annotator"),
+    "report": ("kibble.tasks.report", "(re)write a round's HTML report: test metrics, queue gallery, loop curves"),
+    "labelstudio": ("kibble.tasks.labelstudio", "push a round's queue to Label Studio / pull its annotations (push|pull)"),
+    "monitor": ("kibble.tasks.monitor", "drift of a new batch's predictions/embeddings vs a reference; drifted images into a queue"),
 }
 
 
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if task not in TASKS:
         print(f"kibble: unknown task {task!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if rest and rest[0] in SUBCOMMANDS.get(task, ()):
+        rest = [f"action={rest[0]}", *rest[1:]]
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Hydra re-raises instead of printing its own multi-line report; we print one line below
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -17,6 +17,17 @@ DEFAULT_TARGETS = {"per_class_f1": 0.80, "weighted_f1": 0.85}
 DEFAULT_SEVERITY = {"same_group": 0.5, "other_group": 1.0}
 
 
+def _weight(value: Any, path: Path, name: str) -> float:
+    """An importance weight: a finite number >= 0 (one clear line otherwise)."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = float("nan")
+    if not np.isfinite(weight) or weight < 0:
+        raise KibbleError(f"{path}: class {name!r} has weight {value!r}; weights must be numbers >= 0")
+    return weight
+
+
 @dataclass
 class ClassInfo:
     name: str
@@ -109,13 +120,19 @@ class ClassList:
                 ClassInfo(
                     name=str(entry["name"]),
                     display_name=entry.get("display_name") or str(entry["name"]),
-                    weight=float(entry.get("weight", 1.0)),
+                    weight=_weight(entry.get("weight", 1.0), path, entry["name"]),
                     group=entry.get("group"),
                     guideline=entry.get("guideline"),
                     examples=[str(e) for e in entry.get("examples") or []],
                 )
             )
         names = [c.name for c in infos]
+        unweighted = [str(e["name"] if isinstance(e, dict) else e) for e in entries if not isinstance(e, dict) or e.get("weight") is None]
+        if unweighted and len(unweighted) < len(entries):
+            raise KibbleError(
+                f"{path}: classes {unweighted[:5]}{' ...' if len(unweighted) > 5 else ''} have no `weight` while others do; "
+                "give every class an importance weight (or none, for equal weights)"
+            )
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise KibbleError(f"{path}: duplicate class names {dupes}; each class must appear once")

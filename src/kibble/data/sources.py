@@ -174,3 +174,59 @@ def inject_noise(frame: pd.DataFrame, class_names: list[str], rate: float, seed:
         others = [c for c in class_names if c != current]
         frame.at[i, "label"] = others[rng.integers(len(others))]
     return frame
+
+
+def make_pool(frame: pd.DataFrame, fraction: float | None = None, labels_per_class: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Turn labelled train rows into the unlabeled pool (split=pool, label null), keeping the truth in
+    `true_label` for the simulated annotator. Either `labels_per_class` (keep N labelled train rows per
+    class, a seed set; the rest go to the pool) or `fraction` (stratified share of train to the pool)."""
+    if labels_per_class is not None and fraction:
+        raise KibbleError("pool: give pool.fraction or pool.labels_per_class, not both")
+    frame = frame.copy()
+    if "true_label" not in frame.columns:
+        frame["true_label"] = frame["label"]
+    train = (frame["split"] == "train") & frame["label"].notna()
+    idx = np.flatnonzero(train.to_numpy())
+    rng = np.random.default_rng(seed)
+    to_pool: list[int] = []
+    if labels_per_class is not None:
+        n = int(labels_per_class)
+        if n < 1:
+            raise KibbleError(f"pool.labels_per_class={labels_per_class}; keep at least 1 labelled image per class")
+        by_class = pd.Series(idx).groupby(frame["label"].to_numpy()[idx])
+        for label, rows in by_class:
+            rows = rng.permutation(rows.to_numpy())
+            if len(rows) <= n:
+                raise KibbleError(f"pool.labels_per_class={n}: class {label!r} has only {len(rows)} train images; lower it")
+            to_pool += rows[n:].tolist()
+    elif fraction:
+        if not 0.0 < float(fraction) < 1.0:
+            raise KibbleError(f"pool.fraction={fraction}; use a fraction in (0, 1)")
+        split = stratified_split(frame.loc[train, "label"], {"pool": float(fraction)}, seed)
+        to_pool = idx[split == "pool"].tolist()
+    frame.loc[to_pool, "label"] = None
+    frame.loc[to_pool, "split"] = "pool"
+    return frame
+
+
+def pool_from_folder(folder: str | Path, class_names: list[str]) -> pd.DataFrame:
+    """Every image under `folder` as a pool row (absolute path, sample_id `pool/<relative path>`).
+
+    An image inside a subfolder named like a class gets that class as `true_label` (for simulations
+    only; a model and the strategies never read it); otherwise true_label is empty.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise KibbleError(f"pool.folder={folder}: directory does not exist; point it at a folder of new images")
+    folder = folder.resolve()
+    images = _images_under(folder)
+    if not images:
+        raise KibbleError(f"pool.folder={folder}: no images found (looked for {sorted(IMAGE_SUFFIXES)})")
+    known = set(class_names)
+    rows = []
+    for img in images:
+        rel = img.relative_to(folder)
+        top = rel.parts[0] if len(rel.parts) > 1 else None
+        rows.append({"sample_id": f"pool/{rel.as_posix()}", "path": str(img), "label": None, "split": "pool",
+                     "true_label": top if top in known else None})
+    return pd.DataFrame(rows)

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.io import atomic_write_parquet
+from kibble.io import atomic_write_csv, atomic_write_parquet
+from kibble.queue.budget import split_budget
 from kibble.queue.builder import build_queue, resolve_budget, settled_samples
 from kibble.queue.formats import write_queue_files
+from kibble.queue.gold import GOLD_FILE, normalise_gold, round_gold
 from kibble.queue.history import load_events
+from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
 from kibble.strategies.registry import run_strategy
@@ -36,6 +39,10 @@ class BuildQueue:
         image_url: Any = None,
         suppress_reviewed: bool = True,
         extra_strategies: Mapping[str, Any] | None = None,
+        new_strategies: Sequence[str] = ("entropy",),
+        new_params: Mapping[str, Mapping[str, Any]] | None = None,
+        new_quotas: Mapping[str, float] | None = None,
+        gold: Mapping[str, Any] | None = None,
     ):
         self.strategies = list(strategies)
         self.budget = budget
@@ -44,6 +51,11 @@ class BuildQueue:
         self.image_url = image_url
         self.suppress_reviewed = suppress_reviewed
         self.extra_strategies = dict(extra_strategies or {})
+        # new labels for the unlabeled pool (issue 6): active strategies, used when budget.new > 0
+        self.new_strategies = list(new_strategies)
+        self.new_params = {k: dict(v) for k, v in (new_params or {}).items()}
+        self.new_quotas = dict(new_quotas) if new_quotas else None
+        self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, queue/gold.py)
 
     def score(self, ctx: RoundContext) -> dict[str, StrategyOutput]:
         labels, probs, embeddings = ctx.given_indices(), ctx.probs(), ctx.embeddings()
@@ -64,12 +76,19 @@ class BuildQueue:
         outputs = self.score(ctx)
         oof = ctx.oof
         suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
-        budget = resolve_budget(self.budget, len(oof))
+        split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))
+        budget = split.relabel
         paths = ctx.manifest.set_index("sample_id")["path"].reindex(oof["sample_id"]).tolist()
         queue = build_queue(
             oof["sample_id"].tolist(), oof["given_label"].tolist(), outputs, ctx.classes.names, budget,
             round_index=ctx.round_index, quotas=self.quotas, suppress=suppress, paths=paths,
         )
+        if split.new:  # one budget: relabel items, then new labels for pool images (kind=new)
+            new_queue, _ = round_new_queue(ctx, self.new_strategies, split.new, self.new_params, self.new_quotas, suppress, seed=ctx.round_index)
+            queue = concat_queues(queue, new_queue)
+        gold_table = None
+        if self.gold and normalise_gold(self.gold)["rate"] > 0:  # gold rows look like the others; only gold.csv says which
+            queue, gold_table = round_gold(ctx, queue, outputs, self.gold)
         files = write_queue_files(queue, ctx.round_dir, ctx.classes, self.image_url, data_root=ctx.workspace.data_root, model_version=f"kibble-round-{ctx.round_index:03d}")
         scores = pd.DataFrame({"sample_id": oof["sample_id"]})
         for name, out in outputs.items():
@@ -77,12 +96,18 @@ class BuildQueue:
             scores[f"{name}_flagged"] = out.flagged.astype(bool)
             scores[f"{name}_suggested"] = out.suggested.astype(np.int64)
         atomic_write_parquet(ctx.round_dir / "scores.parquet", scores)
+        if gold_table is not None:
+            atomic_write_csv(ctx.round_dir / GOLD_FILE, gold_table)
+        else:
+            (ctx.round_dir / GOLD_FILE).unlink(missing_ok=True)  # a rebuilt queue without gold: no stale gold list
         summary = {
             "queue_size": int(len(queue)),
             "queue_budget": budget,
             "queue_suppressed": int(len(suppress)),
             "queue_by_strategy": queue["strategy"].value_counts().to_dict(),
         }
+        if split.new:
+            summary.update(queue_new=int((queue["kind"] == "new").sum()), queue_budget_new=split.new)
         update_round_metrics(ctx.round_dir, summary)
         log.info("queue: %d items (budget %d, %d already reviewed suppressed) -> %s", len(queue), budget, len(suppress), files["csv"])
         return {**summary, "files": {k: str(v) for k, v in files.items()}}

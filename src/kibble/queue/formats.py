@@ -225,7 +225,9 @@ def labeling_config(class_list: ClassList) -> str:
     ]
     for info in class_list.classes:
         display = info.display_name or info.name
-        attrs = f"value={quoteattr(info.name)} hint={quoteattr(display)}"
+        guideline = " ".join(str(info.guideline).split()) if info.guideline else ""
+        # the hint shows on hover: the class's guideline (classes.yaml) tells annotators where its border is
+        attrs = f"value={quoteattr(info.name)} hint={quoteattr(f'{display}: {guideline}' if guideline else display)}"
         if display != info.name:  # show the readable name; the export still carries `value`
             attrs += f" html={quoteattr(html.escape(display))}"
         lines.append(f"    <Choice {attrs}/>")
@@ -237,8 +239,15 @@ def labeling_config(class_list: ClassList) -> str:
         "  </Choices>",
         f'  <TextArea name="{NOTE_CONTROL}" toName="{IMAGE_NAME}" editable="true" maxSubmissions="1" '
         'rows="2" placeholder="Note (optional)"/>',
-        "</View>",
     ]
+    guided = [c for c in class_list.classes if c.guideline]
+    if guided:  # the guidelines once more, readable in full, in a collapsed panel under the controls
+        lines += ["  <Collapse>", '    <Panel value="Guidelines">']
+        for info in guided:
+            text = " ".join(str(info.guideline).split())
+            lines.append(f"      <Header value={quoteattr(f'{info.display_name or info.name}: {text}')} size=\"6\"/>")
+        lines += ["    </Panel>", "  </Collapse>"]
+    lines.append("</View>")
     return "\n".join(lines) + "\n"
 
 

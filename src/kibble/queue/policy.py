@@ -38,10 +38,12 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.values import is_missing
 from kibble.queue.history import SOURCES
+from kibble.queue.quality import parse_tag
 
 DEFAULT_AUTHORITY = ["expert", "review", "vendor", "simulated", "import"]
-DEFAULT_POLICY: dict[str, Any] = {"authority": DEFAULT_AUTHORITY, "precedence": "authority"}
+DEFAULT_POLICY: dict[str, Any] = {"authority": DEFAULT_AUTHORITY, "precedence": "authority", "annotator_weighting": "none"}
 PRECEDENCES = ("authority", "round")
+WEIGHTINGS = ("none", "gold", "discard_flagged")  # how annotators' votes count (queue/quality.py tags in the note)
 STATUSES = ("imported", "confirmed", "corrected", "ambiguous", "out_of_scope", "unlabeled")
 RESOLVED_COLUMNS = ["sample_id", "label", "excluded", "status"]
 _OUT, _AMBIGUOUS = object(), object()
@@ -64,7 +66,10 @@ def normalise_policy(policy: Mapping | None) -> dict[str, Any]:
     precedence = str(raw.get("precedence") or "authority")
     if precedence not in PRECEDENCES:
         raise KibbleError(f"policy.precedence: {precedence!r}; use one of {list(PRECEDENCES)}")
-    return {"authority": authority, "precedence": precedence}
+    weighting = str(raw.get("annotator_weighting") or "none")
+    if weighting not in WEIGHTINGS:
+        raise KibbleError(f"policy.annotator_weighting: {weighting!r}; use one of {list(WEIGHTINGS)}")
+    return {"authority": authority, "precedence": precedence, "annotator_weighting": weighting}
 
 
 def resolve_labels(events: pd.DataFrame, policy: Mapping | None = None) -> pd.DataFrame:
@@ -84,14 +89,15 @@ def resolve_labels(events: pd.DataFrame, policy: Mapping | None = None) -> pd.Da
             "round": pd.to_numeric(events["round"], errors="coerce").fillna(-1).astype("int64").to_numpy(),
             "ts": _timestamps(events["created_at"]),
             "pos": np.arange(len(events)),
+            "note": events["note"].to_numpy(dtype=object) if "note" in events.columns else None,
         }
     )
     ev = ev[ev["source"].isin(rank)].sort_values(["ts", "pos"], kind="stable")  # oldest first
     by_round = pol["precedence"] == "round"
     imports: dict[str, str | None] = {}
     per_sample: dict[str, dict[tuple[int, int], dict[str, tuple[str, str | None, str]]]] = {}
-    for sid, verdict, label, source, annotator, rnd in zip(
-        ev["sample_id"], ev["verdict"], ev["label"], ev["source"], ev["annotator"], ev["round"]
+    for sid, verdict, label, source, annotator, rnd, note in zip(
+        ev["sample_id"], ev["verdict"], ev["label"], ev["source"], ev["annotator"], ev["round"], ev["note"]
     ):  # a later answer of the same annotator in the same group overwrites the earlier one
         label = None if _missing(label) else str(label)
         if source == "import":
@@ -99,7 +105,7 @@ def resolve_labels(events: pd.DataFrame, policy: Mapping | None = None) -> pd.Da
         auth = rank[source]
         key = (-int(rnd), auth) if by_round else (auth, -int(rnd))
         who = "" if _missing(annotator) else str(annotator)
-        per_sample.setdefault(sid, {}).setdefault(key, {})[who] = (verdict, label, source)
+        per_sample.setdefault(sid, {}).setdefault(key, {})[who] = (verdict, label, source, _weight(note, pol["annotator_weighting"]))
     rows = [_resolve_one(sid, groups, imports.get(sid)) for sid, groups in per_sample.items()]
     out = pd.DataFrame(rows, columns=RESOLVED_COLUMNS).sort_values("sample_id", kind="stable").reset_index(drop=True)
     for col in ("sample_id", "label", "status"):
@@ -113,11 +119,16 @@ def _resolve_one(sid: str, groups: dict, import_label: str | None) -> tuple:
     excluded: bool | None = None
     for key in sorted(groups):  # highest priority first
         answers = groups[key].values()
-        votes = [v for v in (_vote(verdict, label) for verdict, label, _ in answers) if v is not None]
-        if not votes:
+        votes = [(v, w) for v, w in ((_vote(verdict, label), w) for verdict, label, _, w in answers) if v is not None]
+        known = [w for _, w in votes if w is not None]
+        fill = float(np.mean(known)) if known else 1.0  # an untagged answer in a weighted group: the group's mean weight
+        tally: Counter = Counter()
+        for vote, w in votes:
+            tally[vote] += fill if w is None else w
+        counts = [(v, w) for v, w in tally.most_common() if w > 0]
+        if not counts:
             continue
-        counts = Counter(votes).most_common()
-        tied = len(counts) > 1 and counts[0][1] == counts[1][1]
+        tied = len(counts) > 1 and abs(counts[0][1] - counts[1][1]) <= 1e-9 * max(counts[0][1], 1.0)
         winner = counts[0][0]
         if tied or winner is _AMBIGUOUS:
             status = status or "ambiguous"
@@ -131,6 +142,21 @@ def _resolve_one(sid: str, groups: dict, import_label: str | None) -> tuple:
             status = "imported" if source == "import" else ("confirmed" if winner == import_label else "corrected")
         return sid, winner, bool(excluded), status
     return sid, None, bool(excluded), status or "unlabeled"
+
+
+def _weight(note, weighting: str) -> float | None:
+    """A vote's weight from kibble's quality tag in the event note (None = not known: the group's mean).
+
+    Answers on gold items never vote (gold measures annotators; its label is the expert's).
+    """
+    tag = parse_tag(note)
+    if tag.get("gold_item"):
+        return 0.0
+    if weighting == "gold":
+        return float(tag["weight"]) if "weight" in tag else None
+    if weighting == "discard_flagged":
+        return 0.0 if tag.get("flagged") else 1.0
+    return 1.0
 
 
 def _vote(verdict: str, label: str | None):

@@ -10,7 +10,9 @@ Reviews table (`REVIEW_COLUMNS`), one row per (sample, annotator):
   (kibble's queue.labelstudio.json puts it there) and `annotations[]`. Per task and annotator the
   latest non-cancelled annotation counts (by `updated_at`/`created_at`); an annotator whose only
   annotations were cancelled ("Skip" in the UI) is recorded as verdict `skipped`. Results are read
-  by control name: `label` (choices), `verdict` (choices), `note` (textarea).
+  by control name: `label` (choices), `verdict` (choices), `note` (textarea). With overlap a task
+  holds several annotators' answers: each becomes its own row (with its `lead_time`); an
+  annotation without `completed_by` is an error (it could not be told apart from another's vote).
 
 Reading never writes anything. Every problem raises KibbleError naming the file, the row or task,
 and the fix.
@@ -58,6 +60,20 @@ def read_reviews(
     if queue is not None and len(queue):
         frame = _fill_from_queue(frame, queue)
     return validate_reviews(frame, manifest, class_names, source=str(path), where=where)
+
+
+def reviews_from_labelstudio(
+    tasks: Any,
+    manifest: pd.DataFrame,
+    class_names: list[str],
+    queue: pd.DataFrame | None = None,
+    source: str = "Label Studio export",
+) -> pd.DataFrame:
+    """Like `read_reviews` for a Label Studio JSON export already in memory (`kibble labelstudio pull`)."""
+    frame, where = _parse_labelstudio_tasks(tasks, source)
+    if queue is not None and len(queue):
+        frame = _fill_from_queue(frame, queue)
+    return validate_reviews(frame, manifest, class_names, source=source, where=where)
 
 
 def _fill_from_queue(frame: pd.DataFrame, queue: pd.DataFrame) -> pd.DataFrame:
@@ -138,6 +154,10 @@ def _parse_labelstudio(path: Path) -> tuple[pd.DataFrame, list[str]]:
         tasks = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise KibbleError(f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg}); re-export it from Label Studio") from err
+    return _parse_labelstudio_tasks(tasks, path)
+
+
+def _parse_labelstudio_tasks(tasks: Any, path: Any) -> tuple[pd.DataFrame, list[str]]:
     if isinstance(tasks, dict) and "data" in tasks:
         tasks = [tasks]
     if not isinstance(tasks, list):
@@ -167,7 +187,7 @@ def _parse_labelstudio(path: Path) -> tuple[pd.DataFrame, list[str]]:
         for ai, ann in enumerate(annotations):
             if not isinstance(ann, dict):
                 raise KibbleError(f"{path} {loc} annotation {ai}: not a JSON object; re-export from Label Studio")
-            who = _annotator(ann)
+            who = _annotator(ann, f"{path} {loc} annotation {ai}" + (f" (id {ann['id']})" if ann.get("id") is not None else ""))
             if ann.get("was_cancelled"):
                 cancelled_only.setdefault(who, ann)
                 continue
@@ -203,15 +223,24 @@ def _row(sample_id, data, label, verdict, who, note, ann, given) -> dict:
     }
 
 
-def _annotator(ann: dict) -> str:
-    """The user's e-mail when the export carries it (completed_by as an object), else their id."""
+def _annotator(ann: dict, loc: str) -> str:
+    """The user's e-mail when the export carries it (completed_by as an object), else their id.
+
+    An annotation without one cannot be attributed (overlap, gold scoring and the policy's one vote
+    per annotator all need it), so it is an error rather than an anonymous vote.
+    """
     who = ann.get("completed_by")
     if isinstance(who, dict):
         name = who.get("email") or who.get("username")
         if name:
             return str(name)
         who = who.get("id")
-    return "labelstudio-unknown" if who is None else f"labelstudio-user-{who}"
+    if who is None or str(who).strip() == "":
+        raise KibbleError(
+            f"{loc}: no annotator (completed_by is empty); re-export the project with Export -> JSON "
+            "from Label Studio, which names the user of every annotation"
+        )
+    return f"labelstudio-user-{who}"
 
 
 def _timestamp(value: Any) -> pd.Timestamp:

@@ -2,8 +2,9 @@
 
 A report is a title plus an ordered list of `Section`s (title + HTML body). Figures are saved as PNG
 beside the report (so they can be reused in slides) *and* embedded as base64 data URIs, so the HTML
-opens from disk, needs no server and survives being mailed around. Tables are plain HTML (pandas'
-`to_html`), sortable by clicking a header (a few lines of inline JavaScript, no CDN).
+opens from disk, needs no server and survives being mailed around. Tables are plain HTML, sortable
+by clicking a header; galleries sort and filter with a select, or from the URL
+(`report.html?sort=score&strategy=kfold`) — a few lines of inline JavaScript, no CDN.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px} h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
 .meta{color:#666;font-size:.9em} nav a{margin-right:12px}
-table{border-collapse:collapse;font-size:.88em;margin:8px 0}
+table{border-collapse:collapse;font-size:.88em;margin:8px 0} .table-wrap{overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f4f4f4;cursor:pointer}
 td:first-child,th:first-child{text-align:left}
 .pass{background:#e6f4ea} .fail{background:#fde7e9} .verdict-pass{color:#137333;font-weight:bold}
@@ -32,6 +33,11 @@ td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:8px} figure img{max-width:560px} figcaption{font-size:.85em;color:#555}
 .gallery{display:flex;flex-wrap:wrap;gap:10px} .card{width:170px;border:1px solid #ddd;padding:6px;font-size:.8em}
 .card img{width:160px;height:160px;object-fit:cover;display:block}
+.pairs .card{width:130px} .pairs .card img{width:120px;height:120px}
+.card .missing{width:160px;height:160px;background:#eee;color:#888;display:flex;align-items:center;justify-content:center}
+.card .reason{color:#666} .card details{margin-top:4px;color:#444} .controls select{margin-right:12px}
+.gate{font-size:1.2em;padding:8px 12px;border-radius:4px;display:inline-block}
+.gate.verdict-pass{background:#e6f4ea} .gate.verdict-fail{background:#fde7e9}
 """
 
 SORT_JS = """
@@ -51,13 +57,41 @@ document.querySelectorAll('table.sortable th').forEach(function(th){
 document.querySelectorAll('.gallery-sort').forEach(function(sel){
   sel.addEventListener('change', function(){
     var gallery = document.getElementById(sel.dataset.target), key = sel.value;
+    var opt = sel.options[sel.selectedIndex], desc = opt && opt.dataset.order === 'desc';
     var cards = Array.prototype.slice.call(gallery.children);
     cards.sort(function(a, b){
       var x = a.dataset[key] || '', y = b.dataset[key] || '', nx = parseFloat(x), ny = parseFloat(y);
-      return (!isNaN(nx) && !isNaN(ny)) ? ny - nx : x.localeCompare(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      if (c === 0) { c = parseFloat(a.dataset.rank || 0) - parseFloat(b.dataset.rank || 0); return c; }
+      return desc ? -c : c;
     });
     cards.forEach(function(c){ gallery.appendChild(c); });
   });
+});
+document.querySelectorAll('.gallery-filter').forEach(function(sel){
+  sel.addEventListener('change', function(){
+    var gallery = document.getElementById(sel.dataset.target), key = sel.dataset.key, value = sel.value;
+    Array.prototype.forEach.call(gallery.children, function(card){
+      card.style.display = (!value || card.dataset[key] === value) ? '' : 'none';
+    });
+  });
+});
+// a shared link can preset the galleries: report.html?sort=score&strategy=kfold
+(function(){
+  var params = new URLSearchParams(window.location.search);
+  function preset(selector, value){
+    if (!value) return;
+    document.querySelectorAll(selector).forEach(function(sel){ sel.value = value; sel.dispatchEvent(new Event('change')); });
+  }
+  preset('.gallery-sort', params.get('sort'));
+  preset('.gallery-filter', params.get('strategy'));
+})();
+document.body.dataset.scripted = 'yes';
+window.addEventListener('load', function(){
+  var images = document.querySelectorAll('img'), broken = 0;
+  images.forEach(function(img){ if (!img.complete || img.naturalWidth === 0) broken += 1; });
+  document.body.dataset.images = (images.length - broken) + '/' + images.length;
+  if (broken) console.error('kibble report: ' + broken + ' of ' + images.length + ' images failed to load');
 });
 """
 
@@ -129,7 +163,7 @@ def table_html(frame: pd.DataFrame, float_format: str = "{:.3f}", row_classes: I
     for css, values in zip(classes, frame.itertuples(index=False)):
         attr = f' class="{escape(css)}"' if css else ""
         rows.append(f"<tr{attr}>" + "".join(f"<td>{cell(v)}</td>" for v in values) + "</tr>")
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="table-wrap"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def render(title: str, sections: list[Section], subtitle: str = "") -> str:

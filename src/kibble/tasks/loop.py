@@ -22,7 +22,10 @@ from kibble.io import atomic_write_csv, read_json
 from kibble.metrics.detection import detection_metrics
 from kibble.paths import Workspace, config_dir
 from kibble.rounds import update_round_metrics
+from kibble.report.round import write_round_report
 from kibble.tasks import kfold
+from kibble.queue.crowd import write_assignments
+from kibble.queue.gold import normalise_gold, read_gold_list
 from kibble.tasks.merge import merge_reviews
 
 log = logging.getLogger(__name__)
@@ -69,9 +72,15 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
     queue = pd.read_csv(queue_path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
     noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
     hits = int(queue["sample_id"].isin(noisy_ids).sum())
-    reviews = annotator.review(queue, before, classes.names)
+    if hasattr(annotator, "assign"):  # a crowd (queue/crowd.py): each item to `overlap` members, recorded in assignments.csv
+        assignments = annotator.assign(queue)
+        write_assignments(round_dir, queue, assignments)
+        reviews = annotator.review(queue, before, classes.names, assignments=assignments)
+    else:
+        reviews = annotator.review(queue, before, classes.names)
     atomic_write_csv(round_dir / "reviews.csv", reviews)
-    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=OmegaConf.to_container(cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"))
+    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=OmegaConf.to_container(cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"),
+                           quality=OmegaConf.to_container(cfg.quality, resolve=True) if cfg.get("quality") is not None else None)
     if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
         ws.set_current_round(round_index + 1)
     after = load_manifest(ws.manifest, classes.names)
@@ -90,6 +99,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         "val_accuracy": metrics.get("val_accuracy"),
         "labels_changed": merged.get("n_labels_changed"),
         "annotation_cost": annotator.cost(len(queue)),
+        "annotators_flagged": " ".join(merged.get("annotators_flagged", [])),
     }
     detection = strategy_detection(round_dir, before, max(len(queue), 1))
     update_round_metrics(round_dir, {**row, "strategies": detection})
@@ -117,12 +127,24 @@ def _fmt(value: Any) -> str:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    mode = str(cfg.get("mode") or "clean")
+    if mode == "active":  # active learning vs random (issue 6)
+        from kibble.tasks import active_loop
+
+        return active_loop.run(cfg)
+    if mode != "clean":
+        raise KibbleError(f"mode={mode!r}; use clean (relabel rounds) or active (active learning vs random)")
     ws = Workspace(cfg.workspace).require()
     classes = ClassList.load(ws.classes)
     manifest = load_manifest(ws.manifest, classes.names)
     if "true_label" not in manifest.columns:
         raise KibbleError(f"{ws.manifest}: no true_label column; the simulated annotator needs it (import with inject_noise.rate=...)")
     annotator = hydra.utils.instantiate(cfg.annotator)
+    if int(cfg.get("overlap") or 1) > 1 and not hasattr(annotator, "assign"):
+        raise KibbleError(f"overlap={cfg.overlap} needs several annotators; use annotator=crowd (conf/annotator/crowd.yaml)")
+    gold = normalise_gold(OmegaConf.to_container(cfg.gold, resolve=True) if cfg.get("gold") is not None else None)
+    if gold["list"]:  # a bad gold list fails before the first round writes anything
+        read_gold_list(gold["list"], manifest, classes.names)
     summary_path = ws.root / "loop_summary.csv"
     rows = pd.read_csv(summary_path).to_dict("records") if summary_path.is_file() else []
     rows = [r for r in rows if int(r["round"]) < ws.current_round()]
@@ -130,6 +152,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row = run_round(cfg, ws, classes, annotator)
         rows.append(row)
         atomic_write_csv(summary_path, pd.DataFrame(rows))
+        if (cfg.get("round_callbacks") or {}).get("report") is not None:  # re-render: the curves now include this round
+            write_round_report(ws, row["round"])
         log.info("round %d: queue %d, precision %.3f, noise %.4f -> %.4f", row["round"], row["queue_size"], row["queue_precision"], row["noise_before"], row["noise_remaining"])
     print_table(rows)
     return {"rounds": rows, "summary": str(summary_path)}

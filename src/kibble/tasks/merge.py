@@ -25,7 +25,9 @@ from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
 from kibble.paths import Workspace, config_dir
 from kibble.queue.formats import load_queues
 from kibble.queue.history import SOURCES, append_events, load_events, make_events, now_utc
+from kibble.queue.assess import assess_rounds, tag_records, write_assessments
 from kibble.queue.policy import normalise_policy, resolve_labels
+from kibble.queue.quality import human_note
 from kibble.queue.reviews import REVIEW_COLUMNS, read_reviews
 
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
@@ -56,6 +58,7 @@ def merge_reviews(
     policy: Mapping | None = None,
     *,
     origin: str = "reviews",
+    quality: Mapping | None = None,
 ) -> dict[str, Any]:
     """Fold a validated reviews table (`read_reviews`, `SimulatedAnnotator.review`) into the workspace.
 
@@ -87,7 +90,7 @@ def merge_reviews(
     recorded_answers = {
         _answer_key(*(None if _na(v) else v for v in vals))
         for vals in zip(same_source["sample_id"], same_source["label"], same_source["verdict"],
-                        same_source["annotator"], same_source["source"], same_source["note"])
+                        same_source["annotator"], same_source["source"], same_source["note"].map(human_note))
     }
     created = now_utc()
     records, batch_ids = [], set()
@@ -114,7 +117,10 @@ def merge_reviews(
             "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
             "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
             "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
+            "lead_time": rec.get("lead_time"),  # not an event column: only for the quality assessment (answers/hour)
         })
+    assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
+    tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
     new = make_events(records)  # checks verdicts and sources
     events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
     resolved = resolve_labels(events, pol)
@@ -128,6 +134,9 @@ def merge_reviews(
     excluded = pd.Series(False, index=updated.index)
     excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
     updated["excluded"] = excluded.astype(bool)
+    # a pool image that got a label (a kind=new review) joins the training set
+    to_train = (updated["split"] == "pool") & updated["label"].notna()
+    updated.loc[to_train, "split"] = "train"
     updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
 
     changed = [_opt(a) != _opt(b) for a, b in zip(manifest["label"], updated["label"])]
@@ -139,6 +148,7 @@ def merge_reviews(
         append_events(ws.label_events, new)
     if manifest_changed:
         save_manifest(updated, ws.manifest, classes.names)
+    flagged = write_assessments(ws, assessed, events) if assessed else {}
     next_round = max([current_round] + [r + 1 for r in merged_rounds])
     if next_round != current_round:
         ws.set_current_round(next_round)
@@ -150,8 +160,10 @@ def merge_reviews(
         "n_duplicates": int(n_duplicates),
         "n_labels_changed": int(sum(changed)),
         "n_excluded": int(updated["excluded"].sum()),
+        "n_pool_labelled": int(to_train.sum()),
         "n_ambiguous": int((resolved["status"] == "ambiguous").sum()),
         "rounds": sorted(set(merged_rounds)),
+        "annotators_flagged": sorted({a for names in flagged.values() for a in names}),
         "round": current_round,
         "next_round": next_round,
     }
@@ -171,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     policy = OmegaConf.to_container(cfg.policy, resolve=True) if isinstance(cfg.get("policy"), DictConfig) else cfg.get("policy")
     round_index = cfg.get("round")
     summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
-                            policy=policy, origin=str(path))
+                            policy=policy, origin=str(path), quality=cfg.get("quality"))
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "

@@ -1,11 +1,12 @@
 """`kibble predict`: a checkpoint's softmax for a manifest split or a folder of images -> prediction store.
 
-    kibble predict workspace=W ckpt_path=CKPT [split=test | images=DIR] [out=PATH]
+    kibble predict workspace=W ckpt_path=CKPT [split=test | images=DIR] [out=PATH] [save_embeddings=true]
 
 Works for full fine-tune (ImageClassifier) and features-mode (FeatureClassifier) checkpoints; the
 latter embed the images first with the checkpoint's own embedder settings (through the workspace's
 feature cache for manifest rows). Output: Parquet in the prediction-store format (DESIGN §3) plus
-`predicted_label`, `confidence` and `path` columns, and a sidecar JSON.
+`predicted_label`, `confidence` and `path` columns (+ `embedding`, the pooled pre-logit features, with
+save_embeddings=true: what `kibble monitor` compares), and a sidecar JSON.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def model_outputs(model: L.LightningModule, rows: pd.DataFrame, data_root: Path,
     from kibble.models.head import FeatureClassifier
 
     batch_size, workers = int(cfg.get("batch_size", 128)), int(cfg.get("num_workers", 0))
+    # pooled pre-logit features too (features mode: the frozen-backbone embedding), for drift monitoring
+    model.predict_embeddings = bool(cfg.get("save_embeddings", False))
     if isinstance(model, FeatureClassifier):
         overrides = OmegaConf.to_container(cfg.embedder, resolve=True) if cfg.get("embedder") else None
         embedder = embedder_for(model, overrides)
@@ -135,6 +138,7 @@ def prediction_frame(rows: pd.DataFrame, outputs: dict[str, np.ndarray], class_n
         probs,
         given_labels=rows["label"].tolist() if given else None,
         logits=outputs.get("logits"),
+        embeddings=outputs.get("embedding"),
     )
     top = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     frame["predicted_label"] = [class_names[i] for i in top]

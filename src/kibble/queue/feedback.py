@@ -1,0 +1,74 @@
+"""Guideline feedback: which class pairs confuse annotators, in their own words, for the domain expert.
+
+`guideline_feedback(events, queue)` reads a round's human answers (label events, not the import)
+and counts, per unordered class pair: `ambiguous` verdicts (the given label vs the label the
+annotator leaned to, else the model's suggestion) and disagreements (annotators answering the
+same item with different classes), with the annotators' notes and example sample ids. The result
+is `rounds/NNN/guideline_feedback.csv` and a round-report section; pure, writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+
+import pandas as pd
+
+from kibble.queue.quality import human_note, parse_tag
+from kibble.values import is_missing
+
+FEEDBACK_COLUMNS = ["class_a", "class_b", "n_ambiguous", "n_disagreements", "n_total", "n_annotators", "notes", "examples"]
+UNSPECIFIED = "(unspecified)"
+HUMAN = ("review", "vendor", "simulated", "expert")
+
+
+def _text(value) -> str | None:
+    return None if is_missing(value) or str(value) == "" else str(value)
+
+
+def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, max_notes: int = 5, max_examples: int = 4) -> pd.DataFrame:
+    """One row per confusing class pair (`FEEDBACK_COLUMNS`), most confusing first."""
+    if events is None or events.empty:
+        return pd.DataFrame(columns=FEEDBACK_COLUMNS)
+    ev = events[events["source"].astype(str).isin(HUMAN)]
+    ev = ev[[not parse_tag(n).get("gold_item") for n in ev["note"]]] if "note" in ev.columns else ev
+    suggested = {}
+    if queue is not None and len(queue) and "suggested_label" in queue.columns:
+        suggested = {str(s): _text(v) for s, v in zip(queue["sample_id"], queue["suggested_label"])}
+    stats: dict[tuple, dict] = defaultdict(lambda: {"amb": 0, "dis": 0, "who": set(), "notes": [], "examples": []})
+
+    def add(pair, kind, who, note, sid):
+        a, b = sorted(pair)
+        row = stats[(a, b)]
+        row[kind] += 1
+        if who:
+            row["who"].add(who)
+        if note and note not in row["notes"]:
+            row["notes"].append(note)
+        if sid not in row["examples"]:
+            row["examples"].append(sid)
+
+    for rec in ev.to_dict("records"):
+        if str(rec["verdict"]) != "ambiguous":
+            continue
+        sid = str(rec["sample_id"])
+        given = _text(rec.get("previous_label"))
+        leaning = _text(rec.get("label")) or suggested.get(sid)
+        if leaning == given:
+            leaning = suggested.get(sid) if suggested.get(sid) != given else None
+        add((given or UNSPECIFIED, leaning or UNSPECIFIED), "amb", _text(rec.get("annotator")), human_note(rec.get("note")), sid)
+
+    answered = ev[ev["verdict"].isin(["confirmed", "corrected"]) & ev["label"].notna()]
+    for (sid, _source, _round), part in answered.groupby(["sample_id", "source", "round"], sort=True):
+        latest = part.drop_duplicates("annotator", keep="last")
+        labels = sorted(set(latest["label"].astype(str)))
+        for pair in combinations(labels, 2):
+            note = "; ".join(n for n in (human_note(x) for x in latest["note"]) if n) if "note" in latest else ""
+            add(pair, "dis", None, note, str(sid))
+            stats[tuple(sorted(pair))]["who"].update(str(w) for w in latest["annotator"] if _text(w))
+    rows = [{
+        "class_a": a, "class_b": b, "n_ambiguous": s["amb"], "n_disagreements": s["dis"], "n_total": s["amb"] + s["dis"],
+        "n_annotators": len(s["who"]), "notes": " | ".join(s["notes"][:max_notes]), "examples": "|".join(s["examples"][:max_examples]),
+    } for (a, b), s in stats.items()]
+    frame = pd.DataFrame(rows, columns=FEEDBACK_COLUMNS)
+    return frame.sort_values(["n_total", "n_ambiguous", "class_a", "class_b"], ascending=[False, False, True, True], kind="stable").reset_index(drop=True)

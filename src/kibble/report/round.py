@@ -1,0 +1,138 @@
+"""The per-round report `rounds/NNN/report.html`: what a reviewer needs before sending a queue out.
+
+`write_round_report(ws, round_index)` renders the core sections (round summary, OOF per-class
+table, the fold ensemble's evaluation on the test split with targets, confusion, calibration and
+confused pairs) and then every entry of `ROUND_SECTIONS`: dotted "module:function" names of
+functions `(ws: Workspace, round_dir: Path) -> list[Section]` that return [] when they have nothing
+to show (the queue gallery, the loop curves; other features append their own entry). Figures are
+also saved as PNG in the round directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from kibble.data.classes import ClassList
+from kibble.data.manifest import load_manifest
+from kibble.io import read_json
+from kibble.paths import Workspace
+from kibble.report.document import Section, escape, figure_html, table_html, write_report
+
+log = logging.getLogger(__name__)
+
+# (ws, round_dir) -> list[Section], rendered in order after the core sections
+ROUND_SECTIONS: list[str] = [
+    "kibble.report.round:queue_sections",
+    "kibble.report.round:loop_sections",
+]
+GALLERY_MAX_ITEMS = 500
+
+
+def _workspace(ws: Workspace | str | Path) -> Workspace:
+    return ws if isinstance(ws, Workspace) else Workspace(ws)
+
+
+def summary_sections(ws: Workspace, round_dir: Path, classes: ClassList) -> list[Section]:
+    """Round metrics (OOF accuracy, queue size and split, loop numbers) and the OOF per-class table."""
+    path = round_dir / "metrics.json"
+    metrics = read_json(path) if path.is_file() else {}
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    body = table_html(pd.DataFrame({"metric": list(scalars), "value": [f"{v:.4f}" if isinstance(v, float) else str(v) for v in scalars.values()]}))
+    by_strategy = metrics.get("queue_by_strategy")
+    if by_strategy:
+        body += "<p>Queue by strategy: " + escape(", ".join(f"{k}: {v}" for k, v in by_strategy.items())) + "</p>"
+    sections = [Section("Round summary", body)]
+    per_class = metrics.get("oof_per_class")
+    if per_class:
+        display = {c.name: c.display_name or c.name for c in classes.classes}
+        frame = pd.DataFrame([{"class": name, "name": display.get(name, name), **values} for name, values in per_class.items()])
+        sections.append(Section("Out-of-fold precision and recall (vs given labels)",
+                                "<p>Low OOF precision marks classes that other classes' images are probably mislabelled as.</p>" + table_html(frame)))
+    return sections
+
+
+def test_sections(ws: Workspace, round_dir: Path, classes: ClassList, split: str = "test") -> list[Section]:
+    """The fold ensemble (rounds/NNN/predictions.parquet) evaluated on the labelled `split` rows."""
+    from kibble.metrics.evaluation import evaluate_probs
+    from kibble.predictions.store import read_store, stack
+    from kibble.report.eval import eval_sections, example_kwargs
+
+    path = round_dir / "predictions.parquet"
+    if not path.is_file():
+        return []
+    frame, _ = read_store(path, class_names=classes.names)
+    manifest = load_manifest(ws.manifest, classes.names)
+    rows = manifest[(manifest["split"] == split) & manifest["label"].notna()]
+    frame = frame.drop_duplicates("sample_id", keep="last").set_index("sample_id")
+    rows = rows[rows["sample_id"].isin(frame.index)].reset_index(drop=True)
+    if rows.empty:
+        return []
+    probs = stack(frame.loc[rows["sample_id"]].reset_index())
+    y_true = np.array([classes.index[label] for label in rows["label"]], dtype=np.int64)
+    result = evaluate_probs(y_true, probs, classes, classes.severity_matrix(ws.root), metadata=rows)
+    sections = eval_sections(result, classes, round_dir, example_kwargs(rows, y_true, probs, ws.data_root), prefix=f"{split}_")
+    return [Section(f"{split.capitalize()} set (fold ensemble): {s.title}", s.body) for s in sections]
+
+
+def queue_sections(ws: Workspace, round_dir: Path) -> list[Section]:
+    """The queue gallery: every queued image with given vs suggested label, score and strategy."""
+    from kibble.report.gallery import queue_gallery_html
+
+    path = round_dir / "queue.csv"
+    if not path.is_file():
+        return []
+    queue = pd.read_csv(path, dtype={"sample_id": str, "given_label": str, "suggested_label": str, "path": str})
+    classes = ClassList.load(ws.classes)
+    intro = (f"<p>{len(queue)} images queued for review ({escape(path.name)}). Sort by strategy or score, filter by strategy, "
+             "and scan the suggestions before sending the queue to annotators.</p>")
+    return [Section("Queue gallery", intro + queue_gallery_html(queue, classes, ws.data_root, max_items=GALLERY_MAX_ITEMS))]
+
+
+def loop_sections(ws: Workspace, round_dir: Path) -> list[Section]:
+    """Per-round curves of a `kibble loop` run up to this round (noise remaining, queue precision, accuracy)."""
+    from kibble.report.plots import loop_curves_figure
+
+    path = ws.root / "loop_summary.csv"
+    if not path.is_file():
+        return []
+    summary = pd.read_csv(path)
+    this_round = int(round_dir.name) if round_dir.name.isdigit() else None
+    if this_round is not None:
+        summary = summary[summary["round"] <= this_round]
+    if summary.empty:
+        return []
+    fig = loop_curves_figure(summary)
+    body = figure_html(fig, round_dir / "loop_curves.png", "Cleaning loop, per round") if fig is not None else ""
+    return [Section("Cleaning loop", body + table_html(summary))]
+
+
+def _resolve(name: str) -> Callable[[Workspace, Path], list[Section]]:
+    module, _, func = name.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def write_round_report(ws: Workspace | str | Path, round_index: int) -> Path:
+    """Render rounds/NNN/report.html from what the round directory holds; returns its path."""
+    ws = _workspace(ws)
+    round_dir = ws.round_dir(round_index)
+    classes = ClassList.load(ws.classes)
+    sections = summary_sections(ws, round_dir, classes)
+    sections += test_sections(ws, round_dir, classes)
+    for name in ROUND_SECTIONS:
+        sections += _resolve(name)(ws, round_dir)
+    path = write_report(round_dir / "report.html", f"kibble round {int(round_index)}", sections, subtitle=f"workspace {ws.root}")
+    log.info("round report: %s", path)
+    return path
+
+
+class RoundReport:
+    """Round callback (after the queue is built): write rounds/NNN/report.html."""
+
+    def __call__(self, ctx: Any) -> dict[str, Any]:
+        return {"report": str(write_round_report(ctx.workspace, ctx.round_index))}

@@ -1,0 +1,236 @@
+"""Active-learning strategies: which UNLABELED pool images are worth a human's label next.
+
+Pure functions of the model's pool probabilities (N, K), MC-dropout passes (T, N, K) or embeddings
+(N, D), returning a `StrategyOutput` (higher score = label it sooner; suggested = the model's guess,
+shown to the annotator as a pre-annotation; every row flagged). Uncertainty sampling, BALD and
+diversity follow Monarch, *Human-in-the-Loop Machine Learning* (ch. 3-5) and Settles' survey.
+
+Batch strategies (`kmeans`, `hybrid`) pick a whole batch at once: their picks score above 1 (in
+pick order), every other row keeps its uncertainty in [0, 1), so "top-`batch_size` by score" is
+exactly the diverse batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from kibble import KibbleError
+from kibble.strategies.base import StrategyOutput
+
+_EPS = 1e-12
+
+
+def check_probs(probs, name: str = "probs") -> np.ndarray:
+    """(N, K) finite, non-negative rows summing to 1 with K >= 2; returned as float64."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise KibbleError(f"{name} must be 2-D (N, K); got shape {probs.shape}")
+    if probs.shape[1] < 2:
+        raise KibbleError(f"{name} need at least 2 classes (columns); got {probs.shape[1]}")
+    if not np.isfinite(probs).all():
+        raise KibbleError(f"{name} contain NaN or inf")
+    if probs.size and probs.min() < -1e-6:
+        raise KibbleError(f"{name} contain negative values; pass softmax outputs, not logits")
+    if len(probs) and np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
+        raise KibbleError(f"{name} rows must sum to 1 (softmax outputs)")
+    return np.clip(probs, 0.0, None)
+
+
+def check_embeddings(embeddings, n: int) -> np.ndarray:
+    emb = np.asarray(embeddings, dtype=np.float64) if embeddings is not None else None
+    if emb is None:
+        raise KibbleError("this strategy needs pool embeddings (N, D); save them (cv.save_embeddings=true) or use features mode")
+    if emb.ndim != 2 or len(emb) != n:
+        raise KibbleError(f"embeddings must be (N, D) with N={n} pool rows; got shape {emb.shape}")
+    if not np.isfinite(emb).all():
+        raise KibbleError("embeddings contain NaN or inf")
+    return emb
+
+
+def _check_batch(batch_size, n: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
+        raise KibbleError(f"batch_size={batch_size!r}; give a non-negative number of images to pick")
+    if batch_size > n:
+        raise KibbleError(f"batch_size={batch_size} is larger than the pool ({n} unlabeled images); lower the budget or add images to the pool")
+    return int(batch_size)
+
+
+def _output(score: np.ndarray, probs: np.ndarray) -> StrategyOutput:
+    return StrategyOutput(score=score, suggested=probs.argmax(axis=1).astype(np.int64), flagged=np.ones(len(score), dtype=bool))
+
+
+def _entropy_rows(probs: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(np.clip(probs, _EPS, None)), 0.0)
+    return -plogp.sum(axis=-1)
+
+
+def least_confidence(probs) -> StrategyOutput:
+    """1 - max p, scaled by K/(K-1) to [0, 1]: the model's best guess is weak."""
+    probs = check_probs(probs)
+    k = probs.shape[1]
+    return _output((1.0 - probs.max(axis=1)) * k / (k - 1), probs)
+
+
+def margin(probs) -> StrategyOutput:
+    """1 - (p_top1 - p_top2): torn between two classes (the most robust uncertainty sampler in practice)."""
+    probs = check_probs(probs)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return _output(1.0 - (top2[:, 1] - top2[:, 0]), probs)
+
+
+def ratio(probs) -> StrategyOutput:
+    """p_top2 / p_top1 in [0, 1]: the margin on a relative scale."""
+    probs = check_probs(probs)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return _output(top2[:, 0] / np.clip(top2[:, 1], _EPS, None), probs)
+
+
+def entropy(probs) -> StrategyOutput:
+    """Shannon entropy / log K in [0, 1]: uncertainty spread over all classes."""
+    probs = check_probs(probs)
+    return _output(np.clip(_entropy_rows(probs) / np.log(probs.shape[1]), 0.0, 1.0), probs)
+
+
+def bald(mc_probs) -> StrategyOutput:
+    """BALD (Houlsby et al. 2011; Gal et al. 2017): mutual information between the label and the weights,
+
+    MI = H(mean_t p_t) - mean_t H(p_t) over T >= 2 stochastic passes (MC dropout, fold models).
+    High when the passes disagree (epistemic uncertainty), not merely when each pass is unsure.
+    mc_probs: (T, N, K). suggested = argmax of the mean.
+    """
+    mc = np.asarray(mc_probs, dtype=np.float64)
+    if mc.ndim != 3:
+        raise KibbleError(f"BALD needs stochastic passes shaped (T, N, K); got shape {mc.shape}")
+    if mc.shape[0] < 2:
+        raise KibbleError(f"BALD needs T >= 2 stochastic passes (MC dropout); got T={mc.shape[0]}")
+    mean = check_probs(mc.mean(axis=0), "mean of the passes")
+    for t in range(mc.shape[0]):
+        check_probs(mc[t], f"pass {t}")
+    mc = np.clip(mc, 0.0, None)
+    mi = _entropy_rows(mean) - _entropy_rows(mc).mean(axis=0)
+    return _output(np.clip(mi, 0.0, None), mean)
+
+
+def expected_cost(probs, severity) -> StrategyOutput:
+    """Class-cost-aware uncertainty: the expected cost of the best decision, min_j sum_i p_i C[i, j].
+
+    C = classes.yaml's severity matrix (true i, predicted j; 0 on the diagonal). Confusing two
+    look-alike breeds of the same group costs less than confusing groups, so such images rank lower
+    than equally uncertain images whose candidate classes are far apart. Normalised by max C.
+    """
+    probs = check_probs(probs)
+    cost = np.asarray(severity, dtype=np.float64)
+    k = probs.shape[1]
+    if cost.shape != (k, k):
+        raise KibbleError(f"severity matrix must be K x K = {k} x {k} (classes.yaml order); got {cost.shape}")
+    if not np.isfinite(cost).all() or (cost < 0).any():
+        raise KibbleError("severity matrix costs must be finite and >= 0")
+    risk = probs @ cost  # (N, K): expected cost of predicting each class
+    scale = cost.max() if cost.max() > 0 else 1.0
+    best = risk.argmin(axis=1)
+    return StrategyOutput(score=risk.min(axis=1) / scale, suggested=best.astype(np.int64), flagged=np.ones(len(probs), dtype=bool))
+
+
+def random(probs, seed: int = 0) -> StrategyOutput:
+    """Uniform random order (seeded): the baseline every other strategy must beat."""
+    probs = check_probs(probs)
+    return _output(np.random.default_rng(seed).random(len(probs)), probs)
+
+
+def _uncertainty(probs: np.ndarray, kind: str) -> np.ndarray:
+    if kind not in UNCERTAINTY:
+        raise KibbleError(f"uncertainty={kind!r}; use one of {sorted(UNCERTAINTY)}")
+    return UNCERTAINTY[kind](probs).score
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    return emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), _EPS, None)
+
+
+def density(embeddings, k: int = 10) -> np.ndarray:
+    """Mean cosine similarity of each row to its k nearest other rows, in [-1, 1]: high = typical."""
+    from sklearn.neighbors import NearestNeighbors
+
+    emb = _unit(np.asarray(embeddings, dtype=np.float64))
+    n = len(emb)
+    if n < 2:
+        return np.ones(n)
+    k = max(1, min(int(k), n - 1))
+    dist, _ = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(emb).kneighbors(emb)
+    return 1.0 - dist[:, 1:].mean(axis=1)
+
+
+def representative(probs, embeddings, beta: float = 1.0, k: int = 10, uncertainty: str = "entropy", outlier: bool = False) -> StrategyOutput:
+    """Information density (Settles & Craven 2008): uncertainty x density^beta, so a batch is not spent
+    on rare outliers. outlier=True turns it round: uncertainty x (1 - density)^beta, for finding
+    what the training set does not cover (novel images, drift). Density from k-NN cosine similarity
+    rescaled to [0, 1]."""
+    probs = check_probs(probs)
+    emb = check_embeddings(embeddings, len(probs))
+    if beta < 0:
+        raise KibbleError(f"beta={beta}; use a non-negative exponent")
+    dens = density(emb, k)
+    span = dens.max() - dens.min() if len(dens) else 0.0
+    dens = (dens - dens.min()) / span if span > _EPS else np.ones_like(dens)
+    weight = (1.0 - dens) if outlier else dens
+    return _output(_uncertainty(probs, uncertainty) * np.power(weight, beta), probs)
+
+
+def _batch_scores(base: np.ndarray, picks: list[int]) -> np.ndarray:
+    """Rows not picked keep a rank-normalised base score in [0, 1); picks score 1 + (order from the top)."""
+    n = len(base)
+    score = (rankdata(base) - 1) / max(n, 1)
+    for order, row in enumerate(picks):
+        score[row] = 2.0 - order / max(len(picks), 1)
+    return score
+
+
+def kmeans_diverse(probs, embeddings, batch_size: int, uncertainty: str = "entropy", seed: int = 0) -> StrategyOutput:
+    """Cluster the pool embeddings into `batch_size` groups (k-means) and pick the most uncertain row
+    of each: one uncertain image per region of the image space, not ten near-copies of one."""
+    probs = check_probs(probs)
+    emb = check_embeddings(embeddings, len(probs))
+    b = _check_batch(batch_size, len(probs))
+    unc = _uncertainty(probs, uncertainty)
+    return _output(_batch_scores(unc, _kmeans_picks(emb, unc, np.arange(len(probs)), b, seed)), probs)
+
+
+def _kmeans_picks(emb: np.ndarray, unc: np.ndarray, rows: np.ndarray, b: int, seed: int) -> list[int]:
+    from sklearn.cluster import KMeans
+
+    if b == 0 or len(rows) == 0:
+        return []
+    if b >= len(rows):
+        return [int(r) for r in rows[np.argsort(-unc[rows], kind="stable")]]
+    x = _unit(emb[rows])
+    assign = KMeans(n_clusters=b, n_init=3, random_state=seed).fit_predict(x)
+    picks = []
+    for c in range(b):
+        members = rows[assign == c]
+        if len(members):
+            picks.append(int(members[np.argmax(unc[members])]))
+    # empty clusters (duplicates): fill with the most uncertain rows not yet picked
+    for r in rows[np.argsort(-unc[rows], kind="stable")]:
+        if len(picks) >= b:
+            break
+        if int(r) not in picks:
+            picks.append(int(r))
+    return sorted(picks, key=lambda r: -unc[r])
+
+
+def hybrid(probs, embeddings, batch_size: int, top_factor: float = 5.0, uncertainty: str = "margin", seed: int = 0) -> StrategyOutput:
+    """Uncertainty then diversity (Monarch ch. 5): the top `top_factor x batch_size` most uncertain rows,
+    clustered into `batch_size` groups, the most uncertain of each cluster picked."""
+    probs = check_probs(probs)
+    emb = check_embeddings(embeddings, len(probs))
+    b = _check_batch(batch_size, len(probs))
+    if top_factor < 1:
+        raise KibbleError(f"top_factor={top_factor}; use >= 1 (how many times the batch to shortlist)")
+    unc = _uncertainty(probs, uncertainty)
+    shortlist = np.argsort(-unc, kind="stable")[: min(len(probs), int(np.ceil(top_factor * b)))]
+    return _output(_batch_scores(unc, _kmeans_picks(emb, unc, shortlist, b, seed)), probs)
+
+
+UNCERTAINTY = {"least_confidence": least_confidence, "margin": margin, "ratio": ratio, "entropy": entropy}
