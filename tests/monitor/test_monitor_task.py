@@ -13,6 +13,7 @@ import pytest
 
 from helpers import TINY_MODEL, TINY_TRAIN, compose_config, run_kibble
 from kibble import KibbleError
+from kibble.paths import Workspace
 from kibble.predictions.store import read_store, sidecar_path, stack, write_store
 from kibble.tasks import monitor, predict, train
 
@@ -40,9 +41,6 @@ def setup(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     reference, current = frame.iloc[np.sort(order[:half])], frame.iloc[np.sort(order[half:])]
     write_store(root / "reference.parquet", reference.reset_index(drop=True), meta)
     write_store(root / "current.parquet", current.reset_index(drop=True), meta)
-    data_root = ws / "images" / "digits" if not (ws / "state.json").is_file() else None
-    from kibble.paths import Workspace
-
     data_root = Workspace(ws).data_root
     # the other half as image folders: unchanged (i.i.d.) and strongly blurred + darkened (shifted)
     shift = A.Compose([A.GaussianBlur(blur_limit=(7, 7), sigma_limit=(3.0, 3.0), p=1.0),
@@ -122,8 +120,8 @@ def test_cli_exit_status_on_drift(setup: dict, tmp_path: Path):
             f"current={setup['root'] / 'shifted'}", f"ckpt_path={setup['ckpt']}", f"out_dir={tmp_path / 'out'}", "monitor.fail_on_drift=true"]
     proc = run_kibble(*args)
     assert proc.returncode == monitor.DRIFT_EXIT_CODE, proc.stderr[-2000:]
-    assert "monitor: DRIFT (" in proc.stdout
-    ok = run_kibble(*args[:3], f"current={setup['root'] / 'current.parquet'}", f"out_dir={tmp_path / 'ok'}", "monitor.fail_on_drift=true")
-    assert ok.returncode == 0 and "monitor: NO DRIFT" in ok.stdout, ok.stderr[-2000:]
-    bad = run_kibble("monitor", f"reference={setup['root'] / 'reference.parquet'}", f"current={tmp_path / 'nope.parquet'}", f"out_dir={tmp_path / 'x'}")
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("kibble monitor: error: current=")
+    assert "monitor: DRIFT (" in proc.stdout and (tmp_path / "out" / "monitor.json").is_file()
+    bad = run_kibble("monitor", f"reference={setup['root'] / 'reference.parquet'}", f"current={tmp_path / 'nope.parquet'}", f"out_dir={tmp_path / 'x'}",
+                     cwd=tmp_path)  # the default workspace= (run directory) lands in tmp_path
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1] == f"kibble monitor: error: current={tmp_path / 'nope.parquet'}: no such predictions file or image folder"

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from helpers import import_workspace
+from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.paths import Workspace
 from kibble.queue.builder import queue_id
@@ -170,6 +171,8 @@ def test_loop_with_crowd_and_gold(noisy_digits: Path, effnet_weights: Path, tmp_
     assert quality["flagged"] == ["c"] and quality["n_gold_items"] == len(gold)
     assert result["rounds"][0]["annotators_flagged"] == "c"
     assert (round_dir / "guideline_feedback.csv").is_file()
+    report = (round_dir / "report.html").read_text()
+    assert "Annotator quality" in report and "Krippendorff" in report and "Guideline feedback" in report
 
 
 def test_loop_bad_crowd_inputs_write_nothing(noisy_digits: Path, tmp_path: Path):
@@ -183,11 +186,14 @@ def test_loop_bad_crowd_inputs_write_nothing(noisy_digits: Path, tmp_path: Path)
     before = files()
     res = run_kibble("loop", f"workspace={ws_path}", "annotator=crowd", "overlap=4", "logger=none", cwd=tmp_path)
     assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("kibble loop: error: overlap=4 but only 3 annotator(s) (a, b, c)")
+    from kibble.config import compose_config
+    from kibble.tasks import loop
+
     bad_list = tmp_path / "gold.csv"
     bad_list.write_text("sample_id,label\nghost.png,3\n")
-    res = run_kibble("loop", f"workspace={ws_path}", "annotator=crowd", "overlap=3", "gold.rate=0.1", f"gold.list={bad_list}", "logger=none", cwd=tmp_path)
-    assert res.returncode == 1, res.stderr
-    assert res.stderr.strip().splitlines()[-1] == f"kibble loop: error: {bad_list} line 2: unknown sample_id 'ghost.png'; a gold item must be a sample of the workspace manifest"
-    res = run_kibble("loop", f"workspace={ws_path}", "overlap=2", "logger=none", cwd=tmp_path)
-    assert res.returncode == 1 and "needs several annotators; use annotator=crowd" in res.stderr
+    cfg = compose_config("loop", [f"workspace={ws_path}", "annotator=crowd", "overlap=3", "gold.rate=0.1", f"gold.list={bad_list}"], output_dir=tmp_path / "o1")
+    with pytest.raises(KibbleError, match=r"gold.csv line 2: unknown sample_id 'ghost.png'; a gold item must be a sample of the workspace manifest$"):
+        loop.run(cfg)
+    with pytest.raises(KibbleError, match="overlap=2 needs several annotators; use annotator=crowd"):
+        loop.run(compose_config("loop", [f"workspace={ws_path}", "overlap=2"], output_dir=tmp_path / "o2"))
     assert files() == before

@@ -91,7 +91,7 @@ class LabelStudioServer:
         return max(ids) if ids else None
 
     def project(self, project_id: int) -> dict[str, Any] | None:
-        """{id, title, label_config} of a project, None when it does not exist (any more)."""
+        """{id, title, label_config, maximum_annotations} of a project, None when it does not exist (any more)."""
         try:
             p = self._ls.projects.get(int(project_id))
         except self._api_error as err:
@@ -100,7 +100,7 @@ class LabelStudioServer:
             return self._call(f"read project {project_id}", self._ls.projects.get, int(project_id))  # raises, worded
         except self._httpx.TransportError:
             return self._call(f"read project {project_id}", self._ls.projects.get, int(project_id))
-        return {"id": p.id, "title": p.title, "label_config": p.label_config}
+        return {"id": p.id, "title": p.title, "label_config": p.label_config, "maximum_annotations": p.maximum_annotations}
 
     def create_project(self, title: str, label_config: str, *, description: str = "", instructions: str = "",
                        overlap: int = 1) -> int:

@@ -239,7 +239,8 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
                                            instructions=instructions, overlap=overlap)
     else:
         current = server.project(project_id) or {}
-        if str(current.get("label_config") or "").strip() != config.strip():  # classes or guidelines changed
+        if (str(current.get("label_config") or "").strip() != config.strip()  # classes or guidelines changed
+                or current.get("maximum_annotations") != int(overlap)):
             server.update_project(project_id, label_config=config, expert_instruction=instructions,
                                   show_instruction=bool(instructions), maximum_annotations=int(overlap))
     if local_storage and serves_local_files(image_url):

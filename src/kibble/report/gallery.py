@@ -52,7 +52,7 @@ def _controls(gallery_id: str, strategies: Sequence[str]) -> str:
     )
 
 
-def queue_gallery_html(queue: pd.DataFrame, classes: ClassList, data_root: str | Path, gallery_id: str = "queue-gallery", max_items: int = 500, thumb_size: int = 160) -> str:
+def queue_gallery_html(queue: pd.DataFrame, classes: ClassList, data_root: str | Path, gallery_id: str = "queue-cards", max_items: int = 500, thumb_size: int = 160) -> str:
     """The queue gallery (controls + cards) for a queue table (DESIGN §3 queue columns)."""
     if queue.empty:
         return "<p>The queue is empty.</p>"

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ROUND_SECTIONS: list[str] = [
     "kibble.report.round:queue_sections",
     "kibble.report.round:loop_sections",
+    "kibble.report.annotators:round_sections",
 ]
 GALLERY_MAX_ITEMS = 500
 

@@ -47,8 +47,8 @@ COPIED = ("manifest.parquet", "classes.yaml", "label_events.parquet")
 def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[str, Any]:
     """Validate everything before the first training: strategy names, pool size vs budget, truth, test rows."""
     act = cfg.active
-    for name in (act.strategy, act.baseline):
-        get_active_strategy(str(name))
+    for name in [*strategies_of(act), str(act.baseline)]:
+        get_active_strategy(name)
     if not features_mode(cfg):
         raise KibbleError("kibble loop mode=active trains a head per round on cached embeddings; add model=features (or experiment=active_digits)")
     if "true_label" not in manifest.columns:
@@ -63,11 +63,25 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
     if pool["true_label"].isna().any():
         sid = pool.loc[pool["true_label"].isna(), "sample_id"].iloc[0]
         raise KibbleError(f"{source}: pool row {sid!r} has no true_label; the simulated annotator cannot label it")
-    if not (manifest["split"] == "test").any() or manifest.loc[manifest["split"] == "test", "label"].isna().all():
-        raise KibbleError(f"{source}: no labelled test rows to measure accuracy on; import with source.test_fraction > 0")
+    if eval_split(manifest) is None:
+        raise KibbleError(f"{source}: no labelled test (or val) rows to measure accuracy on; import with source.test_fraction > 0")
     if not trainable_rows(manifest).any():
         raise KibbleError(f"{source}: no labelled train rows to start from; import with pool.labels_per_class=N (a seed set)")
     return {"n_pool": len(pool), "n_seed_labels": int(trainable_rows(manifest).sum())}
+
+
+def strategies_of(act: DictConfig) -> list[str]:
+    """active.strategy: one name or a list (each runs as its own arm beside the baseline)."""
+    value = act.strategy
+    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [str(value)]
+
+
+def eval_split(manifest: pd.DataFrame) -> str | None:
+    """Accuracy is measured on the test split, else val (e.g. Imagewoof ships train/ and val/)."""
+    for split in ("test", "val"):
+        if ((manifest["split"] == split) & manifest["label"].notna()).any():
+            return split
+    return None
 
 
 def make_arm(source: Workspace, root: Path) -> Workspace:
@@ -117,7 +131,8 @@ class ArmRunner:
         return dm, model.eval()
 
     def accuracy(self, dm, model) -> float:
-        test = dm.manifest[(dm.manifest["split"] == "test") & dm.manifest["label"].notna()]
+        split = eval_split(dm.manifest)
+        test = dm.manifest[(dm.manifest["split"] == split) & dm.manifest["label"].notna()]
         probs = predict_rows(model, dm, test, self.cfg.trainer)["probs"]
         y = np.array([self.classes.index[l] for l in test["label"]])
         return float((probs.argmax(1) == y).mean())
@@ -168,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     manifest = load_manifest(ws.manifest, classes.names)
     info = check_setup(cfg, manifest, str(ws.manifest))
     act = cfg.active
-    arms = list(dict.fromkeys([str(act.strategy), str(act.baseline)]))
+    arms = list(dict.fromkeys([*strategies_of(act), str(act.baseline)]))
     seeds = [int(s) for s in act.seeds]
     rounds, batch = int(act.rounds), int(act.batch_size)
     out_dir = ws.root / "active"
@@ -192,6 +207,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_csv(out_dir / "savings.csv", savings)
     from kibble.report.active import write_active_report
 
-    report = write_active_report(out_dir, frame, savings, title=f"active learning: {act.strategy} vs {act.baseline}")
+    report = write_active_report(out_dir, frame, savings, title=f"active learning: {', '.join(arms[:-1]) or act.baseline} vs {act.baseline}")
     print(savings.to_string(index=False))
     return {"curves": str(out_dir / "curves.csv"), "savings": savings.to_dict("records"), "report": str(report), **info}

@@ -189,6 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "
         f"({summary['n_duplicates']} already recorded), {summary['n_labels_changed']} labels changed, "
         f"{summary['n_excluded']} excluded, {summary['n_ambiguous']} ambiguous; {moved}"
+        + (f"; flagged annotators: {', '.join(summary['annotators_flagged'])}" if summary["annotators_flagged"] else "")
     )
     return summary
 

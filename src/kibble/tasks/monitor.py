@@ -66,7 +66,7 @@ def load_side(spec: Any, role: str, cfg: DictConfig, out_dir: Path) -> tuple[pd.
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         frame, meta = predict_folder(path.resolve(), cfg, out_dir / f"{role}.parquet")
-    elif path.suffix.lower() == ".parquet" or path.is_file():
+    elif path.is_file():
         frame, meta = read_store(path, require_complete=True)
     else:
         raise KibbleError(f"{role}={path}: no such predictions file or image folder")

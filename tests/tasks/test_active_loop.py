@@ -1,0 +1,119 @@
+"""`kibble loop mode=active` on digits: margin selection vs random at equal labels, 3 seeds; bad input.
+
+The workspace is a copy of the session digits workspace (images inside it, data_root `images/digits`)
+re-imported with a seed set of 2 labels per class, so the session `digits_feature_cache` (effnet-lite0,
+32 px) is hit and nothing is embedded again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import import_workspace, run_kibble
+from kibble import KibbleError
+from kibble.config import compose_config
+from kibble.tasks import active_loop, loop
+
+ROUNDS, BATCH, SEEDS = 4, 20, [0, 1, 2]
+
+
+def seed_set_workspace(digits_workspace: Path, cache: Path, root: Path, labels_per_class: int = 2) -> Path:
+    ws = root / "ws"
+    shutil.copytree(digits_workspace, ws, ignore=shutil.ignore_patterns("runs", "multiruns", "cache", "rounds"))
+    import_workspace(ws, ["overwrite=true", f"pool.labels_per_class={labels_per_class}"])
+    shutil.copytree(cache, ws / "cache")
+    return ws
+
+
+def overrides(ws: Path, weights: Path, *extra: str) -> list[str]:
+    return [f"workspace={ws}", "mode=active", "experiment=active_digits", f"paths.effnet_lite0={weights}", "logger=none",
+            "active.progress=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def active_run(digits_workspace: Path, digits_feature_cache: Path, effnet_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("active")
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, root)
+    before = (ws / "manifest.parquet").read_bytes()
+    cfg = compose_config("loop", overrides(ws, effnet_weights, "active.strategy=margin", f"active.rounds={ROUNDS}",
+                                           f"active.batch_size={BATCH}", f"active.seeds=[{','.join(map(str, SEEDS))}]"), output_dir=root / "out")
+    result = loop.run(cfg)
+    return {"ws": ws, "result": result, "manifest_before": before}
+
+
+@pytest.mark.slow
+def test_margin_beats_random_at_equal_labels(active_run: dict):
+    ws = active_run["ws"]
+    curves = pd.read_csv(ws / "active" / "curves.csv")
+    assert len(curves) == 2 * len(SEEDS) * (ROUNDS + 1)
+    for (strategy, seed), part in curves.groupby(["strategy", "seed"]):
+        assert part["n_labels"].tolist() == [20 + BATCH * r for r in range(ROUNDS + 1)], (strategy, seed)
+    # same seeds: round 0 (seed set only, no selection yet) is identical across arms
+    first = curves[curves["round"] == 0].pivot(index="seed", columns="strategy", values="test_accuracy")
+    assert (first["margin"] == first["random"]).all()
+    final = curves[curves["round"] == ROUNDS].groupby("strategy")["test_accuracy"].mean()
+    assert final["margin"] > final["random"], f"margin {final['margin']:.4f} vs random {final['random']:.4f}"
+    assert final["random"] > curves[curves["round"] == 0]["test_accuracy"].mean() + 0.1  # every arm learns
+    savings = pd.read_csv(ws / "active" / "savings.csv").set_index("strategy")
+    assert savings.loc["margin", "share_of_random_labels"] < 1.0
+    assert (ws / "active" / "curves.png").stat().st_size > 1000
+    assert "accuracy vs labels" in (ws / "active" / "report.html").read_text()
+    assert (ws / "manifest.parquet").read_bytes() == active_run["manifest_before"]  # the source workspace is untouched
+
+
+@pytest.mark.slow
+def test_each_round_is_a_real_new_label_queue_merged_into_train(active_run: dict):
+    arm = active_run["ws"] / "active" / "margin" / "seed0"
+    manifest = pd.read_parquet(arm / "manifest.parquet")
+    queues = [pd.read_csv(arm / "rounds" / f"{r:03d}" / "queue.csv", dtype={"sample_id": str}) for r in range(ROUNDS)]
+    picked = pd.concat(queues)
+    assert (picked["kind"] == "new").all() and picked["sample_id"].is_unique and len(picked) == ROUNDS * BATCH
+    rows = manifest.set_index("sample_id").loc[picked["sample_id"]]
+    assert (rows["split"] == "train").all() and (rows["label"] == rows["true_label"]).all()
+    assert int((manifest["split"] == "train").sum()) == 20 + ROUNDS * BATCH
+    tasks = json.loads((arm / "rounds" / "000" / "queue.labelstudio.json").read_text())
+    assert len(tasks) == BATCH and all(t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks)
+    metrics = json.loads((arm / "rounds" / "001" / "metrics.json").read_text())
+    assert metrics["mode"] == "active" and metrics["n_labels"] == 20 + BATCH
+    from kibble.paths import Workspace
+    from kibble.report.active import round_sections
+
+    titles = [s.title for s in round_sections(Workspace(arm), arm / "rounds" / "000")]
+    assert titles == ["New labels (active learning)"]
+    assert [s.title for s in round_sections(Workspace(active_run["ws"]), active_run["ws"] / "rounds" / "000")] == ["Active learning: accuracy vs labels"]
+
+
+def test_bald_arm_runs_on_mc_dropout(digits_workspace: Path, digits_feature_cache: Path, effnet_weights: Path, tmp_path: Path):
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path)
+    cfg = compose_config("loop", overrides(ws, effnet_weights, "active.strategy=[bald,hybrid]", "active.baseline=random",
+                                           "active.rounds=1", "active.batch_size=10", "active.seeds=[0]", "active.mc_passes=5",
+                                           "trainer.max_epochs=3"), output_dir=tmp_path / "out")
+    result = active_loop.run(cfg)
+    curves = pd.read_csv(result["curves"])
+    assert sorted(curves["strategy"].unique()) == ["bald", "hybrid", "random"]
+    queue = pd.read_csv(ws / "active" / "bald" / "seed0" / "rounds" / "000" / "queue.csv")
+    assert len(queue) == 10 and (queue["strategy"] == "bald").all() and (queue["score"] > 0).all()
+
+
+def test_bad_input(digits_workspace: Path, digits_feature_cache: Path, effnet_weights: Path, tmp_path: Path):
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path)
+    n_pool = int((pd.read_parquet(ws / "manifest.parquet")["split"] == "pool").sum())
+    proc = run_kibble("loop", *overrides(ws, effnet_weights, "active.strategy=entropyy"))
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("kibble loop: error: ")]
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "unknown active-learning strategy 'entropyy'; valid names:" in lines[0]
+    with pytest.raises(KibbleError, match=f"active.batch_size x active.rounds = {n_pool + 2} new labels but the pool holds only {n_pool}"):
+        loop.run(compose_config("loop", overrides(ws, effnet_weights, f"active.batch_size={n_pool // 2 + 1}", "active.rounds=2"), output_dir=tmp_path / "o1"))
+    manifest = pd.read_parquet(ws / "manifest.parquet")
+    row = manifest.index[manifest["split"] == "pool"][0]
+    manifest.loc[row, "label"] = manifest.loc[row, "true_label"]
+    manifest.to_parquet(ws / "manifest.parquet")
+    with pytest.raises(KibbleError, match=f"row {row} .* has split=pool but label"):
+        loop.run(compose_config("loop", overrides(ws, effnet_weights), output_dir=tmp_path / "o2"))
+    with pytest.raises(KibbleError, match="mode='activ'"):
+        loop.run(compose_config("loop", [f"workspace={ws}", "mode=activ"], output_dir=tmp_path / "o3"))
