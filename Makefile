@@ -27,6 +27,7 @@ demo: setup weights
 	$(BIN)/kibble import workspace=$(WORKSPACE) overwrite=true inject_noise.rate=0.2
 	$(BIN)/kibble loop workspace=$(WORKSPACE) experiment=demo_loop
 	$(BIN)/kibble train workspace=$(WORKSPACE) experiment=demo_digits
+	@echo "round reports (queue gallery, test metrics vs targets, loop curves): $(WORKSPACE)/rounds/*/report.html"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=1500, help="reference images per trial")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corruptions-only", action="store_true", help="only embed (and cache) the corrupted subset")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads for the trials (1 avoids oversubscription on a shared 2-core machine)")
     args = parser.parse_args()
     root = shared_imagewoof()
     if root is None:
@@ -154,6 +156,9 @@ def main() -> None:
     records = []
     from rich.progress import track
 
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.blas_threads)
     jobs = [(t, n, s) for t in range(args.trials) for n in SIZES for s in SCENARIOS]
     refs = {t: np.random.default_rng(1000 + t).choice(outside, args.reference, replace=False) for t in range(args.trials)}
     for t, n, scenario in track(jobs, description="drift trials"):

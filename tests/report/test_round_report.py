@@ -16,6 +16,8 @@ from kibble.report import round as round_report
 from kibble.report.round import write_round_report
 from kibble.tasks import evaluate
 
+pytestmark = pytest.mark.slow  # a real k-fold round on digits
+
 CARD = re.compile(r'<div class="card" data-rank="(\d+)" data-score="([0-9.]*)" data-strategy="([a-z_]+)"[^>]*?( style="display: none;")?>\s*<img [^>]*src="data:image/jpeg;base64,')
 
 

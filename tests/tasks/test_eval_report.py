@@ -18,6 +18,8 @@ from kibble.data.manifest import load_manifest
 from kibble.predictions.store import make_frame, write_store
 from kibble.tasks import evaluate, train
 
+pytestmark = pytest.mark.slow  # trains two models (features mode) on digits
+
 DIGITS = [str(i) for i in range(10)]
 
 

@@ -130,7 +130,7 @@ def project(reference: np.ndarray, current: np.ndarray, components: int | None) 
         return reference, current
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=int(components), random_state=0).fit(reference)
+    pca = PCA(n_components=int(components), svd_solver="randomized", random_state=0).fit(reference)
     return pca.transform(reference), pca.transform(current)
 
 

@@ -22,7 +22,7 @@ from kibble.io import atomic_write_csv, atomic_write_text
 from kibble.paths import Workspace
 from kibble.queue.feedback import guideline_feedback
 from kibble.queue.gold import load_gold
-from kibble.queue.quality import annotator_quality, human_note, quality_tag, with_tag
+from kibble.queue.quality import annotator_quality, quality_tag, with_tag
 
 CROWD_SOURCES = ("review", "vendor", "simulated")
 QUALITY_FILE = "annotator_quality.json"
@@ -107,5 +107,3 @@ def _jsonable(value):
         return bool(value)
     return value
 
-
-__all__ = ["assess_rounds", "tag_records", "write_assessments", "normalise_quality", "human_note"]

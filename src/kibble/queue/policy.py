@@ -20,6 +20,10 @@ The rule (default policy `{authority: [expert, review, vendor, simulated, import
    (decided by the import), `confirmed` (a review agrees with the imported label) or `corrected`
    (a review gave another label, or labelled an unlabelled sample).
 
+`annotator_weighting` (none | gold | discard_flagged) sets what a vote counts in step 2-3: 1, the
+annotator's gold log-odds weight, or 0 for flagged annotators — read from the quality tag merge
+puts in the event's note (`queue/quality.py`); answers on gold questions never vote.
+
 Why authority before recency: an expert's answer is the reference a vendor is measured against;
 a vendor answering the same image in a later round must not undo it. Only a later answer of the
 same (or higher) authority supersedes it. Set `precedence: round` when the latest human answer

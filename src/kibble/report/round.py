@@ -1,11 +1,11 @@
 """The per-round report `rounds/NNN/report.html`: what a reviewer needs before sending a queue out.
 
 `write_round_report(ws, round_index)` renders the core sections (round summary, OOF per-class
-table, the fold ensemble's evaluation on the test split with targets, confusion, calibration and
-confused pairs) and then every entry of `ROUND_SECTIONS`: dotted "module:function" names of
-functions `(ws: Workspace, round_dir: Path) -> list[Section]` that return [] when they have nothing
-to show (the queue gallery, the loop curves; other features append their own entry). Figures are
-also saved as PNG in the round directory.
+table) and then every entry of `ROUND_SECTIONS`: dotted "module:function" names of functions
+`(ws: Workspace, round_dir: Path) -> list[Section]` that return [] when they have nothing to show:
+the queue gallery first (what the reviewer scans before sending the queue out), the fold ensemble's
+evaluation on the test split (targets, confusion, calibration, confused pairs), the loop curves;
+other features append their own entry. Figures are also saved as PNG in the round directory.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # (ws, round_dir) -> list[Section], rendered in order after the core sections
 ROUND_SECTIONS: list[str] = [
     "kibble.report.round:queue_sections",
+    "kibble.report.round:test_sections",
     "kibble.report.round:loop_sections",
     "kibble.report.annotators:round_sections",
 ]
@@ -58,7 +59,7 @@ def summary_sections(ws: Workspace, round_dir: Path, classes: ClassList) -> list
     return sections
 
 
-def test_sections(ws: Workspace, round_dir: Path, classes: ClassList, split: str = "test") -> list[Section]:
+def test_sections(ws: Workspace, round_dir: Path, split: str = "test") -> list[Section]:
     """The fold ensemble (rounds/NNN/predictions.parquet) evaluated on the labelled `split` rows."""
     from kibble.metrics.evaluation import evaluate_probs
     from kibble.predictions.store import read_store, stack
@@ -67,6 +68,7 @@ def test_sections(ws: Workspace, round_dir: Path, classes: ClassList, split: str
     path = round_dir / "predictions.parquet"
     if not path.is_file():
         return []
+    classes = ClassList.load(ws.classes)
     frame, _ = read_store(path, class_names=classes.names)
     manifest = load_manifest(ws.manifest, classes.names)
     rows = manifest[(manifest["split"] == split) & manifest["label"].notna()]
@@ -124,7 +126,6 @@ def write_round_report(ws: Workspace | str | Path, round_index: int) -> Path:
     round_dir = ws.round_dir(round_index)
     classes = ClassList.load(ws.classes)
     sections = summary_sections(ws, round_dir, classes)
-    sections += test_sections(ws, round_dir, classes)
     for name in ROUND_SECTIONS:
         sections += _resolve(name)(ws, round_dir)
     path = write_report(round_dir / "report.html", f"kibble round {int(round_index)}", sections, subtitle=f"workspace {ws.root}")
@@ -133,7 +134,11 @@ def write_round_report(ws: Workspace | str | Path, round_index: int) -> Path:
 
 
 class RoundReport:
-    """Round callback (after the queue is built): write rounds/NNN/report.html."""
+    """Round callback (after the queue is built): write rounds/NNN/report.html.
+
+    Under `kibble loop` the loop writes it instead, once the round's loop metrics exist."""
 
     def __call__(self, ctx: Any) -> dict[str, Any]:
+        if ctx.cfg is not None and ctx.cfg.get("task_name") == "loop":
+            return {"report": str(ctx.round_dir / "report.html"), "deferred": "kibble loop writes it after the round"}
         return {"report": str(write_round_report(ctx.workspace, ctx.round_index))}
