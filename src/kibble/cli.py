@@ -18,7 +18,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "kfold": ("kibble.tasks.kfold", "k-fold cross-validation: out-of-fold softmax for every train image (resumable)"),
     "queue": ("kibble.tasks.queue", "rank samples with cleaning strategies into a relabel queue (CSV + Label Studio)"),
     "merge": ("kibble.tasks.merge", "fold reviews (CSV or Label Studio export) into the label history"),
-    "loop": ("kibble.tasks.loop", "run cleaning rounds end to end with a simulated annotator"),
+    "loop": ("kibble.tasks.loop", "run cleaning rounds end to end with a simulated annotator (mode=active: active learning vs random)"),
     "report": ("kibble.tasks.report", "(re)write a round's HTML report: test metrics, queue gallery, loop curves"),
     "labelstudio": ("kibble.tasks.labelstudio", "push a round's queue to Label Studio / pull its annotations (push|pull)"),
     "monitor": ("kibble.tasks.monitor", "drift of a new batch's predictions/embeddings vs a reference; drifted images into a queue"),

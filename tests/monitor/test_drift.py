@@ -63,11 +63,16 @@ def test_domain_classifier_auc():
 
 
 def test_knn_distances_and_percentiles():
-    ref = gaussian(200, shift=3.0, seed=0)  # deep features cluster around a direction (cosine geometry)
+    ref = gaussian(200, shift=3.0, seed=0)
     loo = drift.knn_distances(ref, None, k=3)
     far = drift.knn_distances(ref, gaussian(5, shift=-3.0, seed=1), k=3)  # the opposite direction
     assert loo.shape == (200,) and far.shape == (5,)
     assert (percentile_above(loo, far) > 0.9).all()
+    # same direction, 3x the norm (a dark/blurred input): atypical in Euclidean, not in cosine geometry
+    scaled = 3.0 * ref[:5]
+    assert (percentile_above(loo, drift.knn_distances(ref, scaled, k=3)) > 0.9).all()
+    cos_loo = drift.knn_distances(ref, None, k=3, normalize=True)
+    assert (percentile_above(cos_loo, drift.knn_distances(ref, scaled, k=3, normalize=True)) < 0.5).all()
     assert percentile_above(np.array([1.0, 2.0, 3.0]), np.array([0.5, 2.5, 9.0])).tolist() == pytest.approx([0.0, 2 / 3, 1.0])
 
 

@@ -198,19 +198,21 @@ def domain_classifier_test(reference: Any, current: Any, folds: int = 5, C: floa
     return TestResult("domain_classifier", auc, p, {"folds": k, "C": C, "fold_p_values": fold_p})
 
 
-def knn_distances(reference: Any, query: Any | None = None, k: int = 5) -> np.ndarray:
-    """Mean distance of each query row to its k nearest reference rows (L2-normalised rows, i.e.
-    cosine geometry); with query=None, leave-one-out distances of the reference itself."""
+def knn_distances(reference: Any, query: Any | None = None, k: int = 5, normalize: bool = False) -> np.ndarray:
+    """Mean Euclidean distance of each query row to its k nearest reference rows; with query=None,
+    leave-one-out distances of the reference itself. normalize=True compares directions only
+    (L2-normalised rows); the default keeps magnitude, which is what a dark or blurred input moves
+    most (a batch of near-black digits kept its direction but tripled the feature norm)."""
     from sklearn.neighbors import NearestNeighbors
 
     ref = _as_matrix(reference, "reference embeddings")
-    ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
     self_query = query is None
     q = ref if self_query else _as_matrix(query, "current embeddings")
     if q.shape[1] != ref.shape[1]:
         raise KibbleError(f"embedding sizes differ: reference {ref.shape[1]}, current {q.shape[1]}")
-    if not self_query:
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    if normalize:
+        ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
+        q = ref if self_query else q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     k_eff = int(min(k, len(ref) - 1 if self_query else len(ref)))
     if k_eff < 1:
         return np.zeros(len(q))

@@ -4,8 +4,8 @@ Both scores are percentiles against the reference, so they read the same for any
 - low confidence: the share of reference images the model was MORE confident on (0.99 = less
   confident than 99 % of the reference);
 - atypical: the share of reference images whose own k-nearest-neighbour distance (leave-one-out,
-  cosine geometry) is SMALLER than this image's distance to the reference (0.99 = farther from
-  the reference than 99 % of the reference is from itself).
+  Euclidean on the embeddings) is SMALLER than this image's distance to the reference (0.99 =
+  farther from the reference than 99 % of the reference is from itself).
 An image is queued when its larger score reaches `min_score`; the queue is ranked by that score.
 """
 

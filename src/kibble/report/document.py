@@ -31,7 +31,7 @@ td:first-child,th:first-child{text-align:left}
 .pass{background:#e6f4ea} .fail{background:#fde7e9} .verdict-pass{color:#137333;font-weight:bold}
 .verdict-fail{color:#c5221f;font-weight:bold}
 figure{display:inline-block;margin:8px} figure img{max-width:560px} figcaption{font-size:.85em;color:#555}
-.gallery{display:flex;flex-wrap:wrap;gap:10px} .card{width:170px;border:1px solid #ddd;padding:6px;font-size:.8em}
+.gallery{display:flex;flex-wrap:wrap;gap:10px} .card{width:170px;border:1px solid #ddd;padding:6px;font-size:.8em;overflow-wrap:anywhere}
 .card img{width:160px;height:160px;object-fit:cover;display:block}
 .pairs .card{width:130px} .pairs .card img{width:120px;height:120px}
 .card .missing{width:160px;height:160px;background:#eee;color:#888;display:flex;align-items:center;justify-content:center}

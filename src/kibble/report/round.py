@@ -32,6 +32,7 @@ ROUND_SECTIONS: list[str] = [
     "kibble.report.round:test_sections",
     "kibble.report.round:loop_sections",
     "kibble.report.annotators:round_sections",
+    "kibble.report.active:round_sections",
 ]
 GALLERY_MAX_ITEMS = 500
 
@@ -59,8 +60,8 @@ def summary_sections(ws: Workspace, round_dir: Path, classes: ClassList) -> list
     return sections
 
 
-def test_sections(ws: Workspace, round_dir: Path, split: str = "test") -> list[Section]:
-    """The fold ensemble (rounds/NNN/predictions.parquet) evaluated on the labelled `split` rows."""
+def test_sections(ws: Workspace, round_dir: Path, splits: tuple[str, ...] = ("test", "val")) -> list[Section]:
+    """The fold ensemble (rounds/NNN/predictions.parquet) evaluated on the first of `splits` with labelled rows."""
     from kibble.metrics.evaluation import evaluate_probs
     from kibble.predictions.store import read_store, stack
     from kibble.report.eval import eval_sections, example_kwargs
@@ -71,16 +72,18 @@ def test_sections(ws: Workspace, round_dir: Path, split: str = "test") -> list[S
     classes = ClassList.load(ws.classes)
     frame, _ = read_store(path, class_names=classes.names)
     manifest = load_manifest(ws.manifest, classes.names)
-    rows = manifest[(manifest["split"] == split) & manifest["label"].notna()]
     frame = frame.drop_duplicates("sample_id", keep="last").set_index("sample_id")
-    rows = rows[rows["sample_id"].isin(frame.index)].reset_index(drop=True)
-    if rows.empty:
+    labelled = manifest[manifest["label"].notna() & manifest["sample_id"].isin(frame.index)]
+    split = next((s for s in splits if (labelled["split"] == s).any()), None)
+    if split is None:
         return []
+    rows = labelled[labelled["split"] == split].reset_index(drop=True)
     probs = stack(frame.loc[rows["sample_id"]].reset_index())
     y_true = np.array([classes.index[label] for label in rows["label"]], dtype=np.int64)
     result = evaluate_probs(y_true, probs, classes, classes.severity_matrix(ws.root), metadata=rows)
     sections = eval_sections(result, classes, round_dir, example_kwargs(rows, y_true, probs, ws.data_root), prefix=f"{split}_")
-    return [Section(f"{split.capitalize()} set (fold ensemble): {s.title}", s.body) for s in sections]
+    name = {"test": "Test", "val": "Validation"}.get(split, split)
+    return [Section(f"{name} set (fold ensemble): {s.title}", s.body) for s in sections]
 
 
 def queue_sections(ws: Workspace, round_dir: Path) -> list[Section]:
