@@ -233,7 +233,8 @@ def main() -> None:
             "Verdict: Bonferroni over chi-square, KS(max prob), KS(entropy), MMD, domain classifier at alpha = 0.05 (each p <= 0.01); "
             "per-test columns are detection rates at that per-test threshold. Baseline column: the same tests uncorrected (any p <= 0.05).",
             f"Time: drift tests for 1,000 current vs {args.reference} reference images, median {checks_1000:.2f} s; "
-            f"`kibble monitor` end to end on 1,000 current images given cached embeddings (stores -> tests, queue, monitor.html): {e2e_seconds:.2f} s.",
+            f"`kibble monitor` end to end on 1,000 current images given cached embeddings (stores -> tests, queue, monitor.html): {e2e_seconds:.2f} s "
+            f"({args.blas_threads} BLAS thread(s); the machine is shared, so times are upper bounds).",
         ],
     )
 

@@ -121,3 +121,34 @@ def test_feedback_counts_pairs_with_notes():
     assert table.iloc[0][["class_a", "class_b", "n_ambiguous", "n_disagreements", "n_annotators"]].tolist() == ["husky", "malamute", 2, 1, 2]
     assert table.iloc[0]["notes"] == "ears? | size" and table.iloc[0]["examples"] == "s1|s2|s3"
     assert len(table) == 1  # the gold question's answer is not guideline feedback
+
+
+def test_lead_time_is_kept_in_the_history(fresh_digits_workspace):
+    """answers/hour after a second merge counts the first merge's answers too (their lead_time is in the events)."""
+    import json
+
+    import numpy as np
+
+    from kibble.io import atomic_write_parquet
+    from kibble.queue.history import EVENT_COLUMNS, load_events
+
+    ws = Workspace(fresh_digits_workspace)
+    classes = ClassList.load(ws.classes)
+    manifest = pd.read_parquet(ws.manifest)
+    manifest["true_label"] = manifest["label"]
+    # a history written before lead_time was an event column still loads (and is appended to)
+    atomic_write_parquet(ws.label_events, load_events(ws.label_events).drop(columns="lead_time"))
+    assert list(load_events(ws.label_events).columns) == EVENT_COLUMNS and load_events(ws.label_events)["lead_time"].isna().all()
+    queue = queue_of(manifest, n=40)
+    write_queue_files(queue, ws.round_dir(0), classes, None, data_root=ws.data_root)
+    reviews = SimulatedCrowd(CROWD[:2], overlap=2, seed=0).review(queue, manifest, classes.names).assign(round=0)
+    merge_reviews(ws, reviews.iloc[::2], source="vendor")
+    merge_reviews(ws, reviews.iloc[1::2], source="vendor")
+    events = load_events(ws.label_events)
+    vendor = events[events["source"] == "vendor"]
+    assert len(vendor) == 80 and vendor["lead_time"].dtype == np.float64
+    assert sorted(vendor["lead_time"]) == pytest.approx(sorted(reviews["lead_time"]))
+    quality = {r["annotator"]: r for r in json.loads((ws.round_dir(0) / "annotator_quality.json").read_text())["annotators"]}
+    for who, part in reviews.groupby("annotator"):
+        assert quality[who]["n_answers"] == 40
+        assert quality[who]["answers_per_hour"] == pytest.approx(len(part) / (part["lead_time"].sum() / 3600.0))

@@ -84,3 +84,24 @@ def test_gold_bad_inputs(manifest, tmp_path):
     with pytest.raises(KibbleError, match="no gold items outside this queue"):
         mix_gold(queue, pool, 0.1, manifest)
     assert load_gold([tmp_path / "no_round"]).empty
+
+
+def test_gold_rows_do_not_stand_out(manifest):
+    """Gold rows take a real relabel row's score/strategy and a suggestion other than their given label."""
+    from kibble.queue.gold import suggestion_look
+
+    queue = make_queue(manifest, n=60)
+    queue.loc[40:, "kind"] = "new"  # pool rows: no given label, not templates for gold
+    queue.loc[40:, "score"] = 9.0
+    pool = pd.DataFrame({"sample_id": [f"s{i}" for i in range(100, 200)], "gold_label": "cat", "origin": "list"})
+    ids = manifest["sample_id"].tolist()
+    given = dict(zip(manifest["sample_id"], manifest["label"]))
+    probs = np.tile([0.7, 0.2, 0.1], (len(ids), 1))  # the model agrees with "cat" samples: it must not suggest "cat" for them
+    look = suggestion_look(probs, ids, CLASSES, given, set(pool["sample_id"]))
+    assert look["s101"] == {"suggested_label": "cat"} and look["s102"] == {"suggested_label": "dog"}  # s101 is "dog", s102 "cat"
+    mixed, gold = mix_gold(queue, pool, 0.1, manifest, seed=0, look=look)
+    rows = mixed[mixed["sample_id"].isin(set(gold["sample_id"]))]
+    assert len(rows) and (rows["suggested_label"] != rows["given_label"]).all() and (rows["kind"] == "relabel").all()
+    assert set(rows["score"]) <= set(queue.loc[:39, "score"])  # a real relabel row's score, never a pool row's
+    with pytest.raises(KibbleError, match="probs of shape"):
+        suggestion_look(probs[:5], ids, CLASSES, given, {"s100"})

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -15,8 +16,6 @@ from kibble.data.classes import ClassInfo, ClassList
 from kibble.metrics.evaluation import evaluate_probs
 from kibble.report.document import Section, table_html, write_report
 from kibble.report.eval import example_kwargs, write_eval_report
-
-import pandas as pd
 
 CLASSES = ClassList(
     [ClassInfo("n02110063", "malamute", group="spitz", guideline="Heavier than a husky; brown eyes."), ClassInfo("n02110185", "Siberian husky", group="spitz"),

@@ -271,7 +271,7 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
 # ---------------------------------------------------------------------------------- pull
 def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[str, Any], label_config: str,
                  users: Mapping[int, str] | None = None, *, source: str = "review",
-                 policy: Mapping | None = None) -> dict[str, Any]:
+                 policy: Mapping | None = None, quality: Mapping | None = None) -> dict[str, Any]:
     """Check an export against the round's record and classes, merge it, keep it (the pull minus the network)."""
     round_dir = ws.round_dir(round_index)
     where = f"Label Studio project {record['project_id']}"
@@ -284,12 +284,13 @@ def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[s
     manifest = load_manifest(ws.manifest, classes.names)
     reviews = reviews_from_labelstudio(export, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
                                        source=f"{where} export")
-    summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})")
+    summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality)
     atomic_write_json(round_dir / EXPORT, export)
     return {**summary, "project_id": int(record["project_id"]), "export": str(round_dir / EXPORT)}
 
 
-def pull(ws: Workspace, round_index: int, server: Any, *, source: str = "review", policy: Mapping | None = None) -> dict[str, Any]:
+def pull(ws: Workspace, round_index: int, server: Any, *, source: str = "review", policy: Mapping | None = None,
+         quality: Mapping | None = None) -> dict[str, Any]:
     """Export the round's project and merge its annotations (idempotent)."""
     round_dir = ws.round_dir(round_index)
     record = load_record(round_dir)
@@ -306,4 +307,4 @@ def pull(ws: Workspace, round_index: int, server: Any, *, source: str = "review"
                           f"on {server.url}; push the round again")
     export = server.export(record["project_id"])
     return merge_export(ws, round_index, export, record, project["label_config"], server.users(),
-                        source=source, policy=policy)
+                        source=source, policy=policy, quality=quality)

@@ -12,7 +12,7 @@ An image is queued when its larger score reaches `min_score`; the queue is ranke
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

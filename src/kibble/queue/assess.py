@@ -45,10 +45,10 @@ def assess_rounds(ws: Workspace, old: pd.DataFrame, records: list[dict], n_class
     crowd_new = [r for r in records if r["source"] in CROWD_SOURCES]
     for rnd in sorted({int(r["round"]) for r in crowd_new}):
         recorded = old[(pd.to_numeric(old["round"], errors="coerce") == rnd) & old["source"].astype(str).isin(CROWD_SOURCES)] if len(old) else old
-        cols = ("sample_id", "label", "verdict", "annotator", "source")
+        cols = ("sample_id", "label", "verdict", "annotator", "source", "lead_time")  # lead_time: NaN in pre-lead_time files
         answers = pd.concat([
-            pd.DataFrame({c: recorded[c].to_numpy() for c in cols}).assign(lead_time=np.nan) if len(recorded) else None,
-            pd.DataFrame([{**{c: r[c] for c in cols}, "lead_time": r.get("lead_time")} for r in crowd_new if int(r["round"]) == rnd]),
+            pd.DataFrame({c: recorded[c].to_numpy() for c in cols}) if len(recorded) else None,
+            pd.DataFrame([{c: r.get(c) for c in cols} for r in crowd_new if int(r["round"]) == rnd], columns=list(cols)),
         ], ignore_index=True)
         answers = answers.drop_duplicates(["sample_id", "annotator", "source"], keep="last")
         gold = load_gold([ws.round_dir(rnd)])

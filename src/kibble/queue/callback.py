@@ -88,7 +88,7 @@ class BuildQueue:
             queue = concat_queues(queue, new_queue)
         gold_table = None
         if self.gold and normalise_gold(self.gold)["rate"] > 0:  # gold rows look like the others; only gold.csv says which
-            queue, gold_table = round_gold(ctx, queue, outputs, self.gold)
+            queue, gold_table = round_gold(ctx, queue, self.gold)
         files = write_queue_files(queue, ctx.round_dir, ctx.classes, self.image_url, data_root=ctx.workspace.data_root, model_version=f"kibble-round-{ctx.round_index:03d}")
         scores = pd.DataFrame({"sample_id": oof["sample_id"]})
         for name, out in outputs.items():

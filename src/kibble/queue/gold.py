@@ -4,8 +4,8 @@ Gold items come from the label history (`source=expert` events with verdict conf
 the latest per sample) and/or a configured list (`gold.list`: a CSV `sample_id[,label]`; without a
 label the manifest's current label is the answer). `mix_gold` shuffles them into a queue at
 `gold.rate` (the share of the mixed queue that is gold), looking like every other row (same
-columns, a plausible strategy/score/reason, ranks renumbered), so an annotator cannot tell them
-apart. Which rows are gold is written only to `rounds/NNN/gold.csv` (`GOLD_COLUMNS`), never to the
+columns, a real row's strategy/score/reason, the model's best class other than its label as the
+suggestion, ranks renumbered), so an annotator cannot tell them apart. Which rows are gold is written only to `rounds/NNN/gold.csv` (`GOLD_COLUMNS`), never to the
 queue files the annotator sees.
 """
 
@@ -104,9 +104,9 @@ def mix_gold(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Shuffle gold rows into a queue; returns (mixed queue, gold table `GOLD_COLUMNS`).
 
-    look: optional per-sample queue fields (suggested_label, score, strategy, reason) a strategy
-    gave the gold sample this round, so a gold row reads like a real one; without it a gold row
-    borrows the strategy/score/reason of a random real row and suggests its given label.
+    A gold row copies the strategy/score/reason of a random real relabel row (so sorting by score
+    or strategy does not set gold apart). look: optional per-sample fields to override, in practice
+    `suggested_label` from `suggestion_look`; without it a gold row suggests its given label.
     """
     from kibble.queue.builder import queue_id
 
@@ -125,15 +125,18 @@ def mix_gold(
     chosen = candidates.iloc[np.sort(rng.choice(len(candidates), size=n, replace=False))]
     by_sid = manifest.set_index(manifest["sample_id"].astype(str))
     round_index = int(queue["round"].iloc[0])
-    kind = str(queue["kind"].iloc[0]) if "kind" in queue.columns else "relabel"
     rows = []
+    relabel = queue[queue["kind"].astype(str) != "new"] if "kind" in queue.columns else queue
+    templates = relabel if len(relabel) else queue  # a gold item has a given label: it looks like a relabel row
     for sid in chosen["sample_id"]:
-        template = queue.iloc[int(rng.integers(len(queue)))].to_dict()
+        template = templates.iloc[int(rng.integers(len(templates)))].to_dict()
         given = by_sid.at[sid, "label"]
-        row = {**template, "queue_id": queue_id(round_index, sid, kind), "sample_id": sid,
+        row = {**template, "queue_id": queue_id(round_index, sid, "relabel"), "sample_id": sid,
                "path": by_sid.at[sid, "path"], "given_label": None if is_missing(given) else str(given),
                "suggested_label": None if is_missing(given) else str(given)}
         row.update(dict((look or {}).get(sid, {})))
+        if "kind" in row:
+            row["kind"] = "relabel"
         rows.append(row)
     gold_rows = pd.DataFrame(rows, columns=queue.columns)
     # insert at random positions: the real rows keep their order, ranks are renumbered
@@ -149,24 +152,28 @@ def mix_gold(
     return mixed.reset_index(drop=True), table
 
 
-def strategy_look(outputs: Mapping, sample_ids, class_names: list[str], wanted: set[str], rng_seed: int = 0) -> dict[str, dict]:
-    """For each wanted sample in the round's OOF: the fields a random configured strategy gives it."""
-    if not outputs:
-        return {}
-    rng = np.random.default_rng(rng_seed)
+def suggestion_look(probs: np.ndarray, sample_ids, class_names: list[str], given: Mapping[str, Any], wanted: set[str]) -> dict[str, dict]:
+    """For each wanted sample with out-of-fold probabilities: the model's best class other than its given label.
+
+    A real queue row is there because a strategy doubts its label, so it nearly always suggests
+    another class; a gold row suggesting its own given label (what the model usually says for an
+    expert-confirmed sample) would give it away, and so would its (low) strategy score: gold rows
+    keep the strategy/score/reason of a real row (`mix_gold`) and take only this suggestion.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape != (len(sample_ids), len(class_names)):
+        raise KibbleError(f"gold look: probs of shape {probs.shape} for {len(sample_ids)} samples x {len(class_names)} classes")
     index = {str(s): i for i, s in enumerate(sample_ids)}
-    names = list(outputs)
+    position = {c: i for i, c in enumerate(class_names)}
     out = {}
     for sid in sorted(wanted):
         if sid not in index:
             continue
-        name = names[int(rng.integers(len(names)))]
-        row, res = index[sid], outputs[name]
-        suggestion = int(res.suggested[row])
-        look = {"strategy": name, "score": float(res.score[row]), "reason": f"{name} {float(res.score[row]):.3f}"}
-        if suggestion >= 0:
-            look["suggested_label"] = class_names[suggestion]
-        out[sid] = look
+        row = probs[index[sid]].copy()
+        label = given.get(sid)
+        if not is_missing(label) and str(label) in position:
+            row[position[str(label)]] = -np.inf
+        out[sid] = {"suggested_label": class_names[int(np.argmax(row))]}
     return out
 
 
@@ -178,13 +185,13 @@ def load_gold(round_dirs) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=GOLD_COLUMNS)
 
 
-def round_gold(ctx, queue: pd.DataFrame, outputs: Mapping, cfg: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
+def round_gold(ctx, queue: pd.DataFrame, cfg: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The queue callback's step: this round's gold pool mixed into its queue (kibble.rounds.RoundContext)."""
     from kibble.queue.history import load_events
 
     cfg = normalise_gold(cfg)
     gold_list = read_gold_list(cfg["list"], ctx.manifest, ctx.classes.names) if cfg["list"] else None
     pool = gold_pool(load_events(ctx.workspace.label_events), gold_list)
-    seed = cfg["seed"] + int(ctx.round_index)
-    look = strategy_look(outputs, ctx.oof["sample_id"].tolist(), ctx.classes.names, set(pool["sample_id"]), seed)
-    return mix_gold(queue, pool, cfg["rate"], ctx.manifest, seed=seed, look=look)
+    given = dict(zip(ctx.manifest["sample_id"].astype(str), ctx.manifest["label"]))
+    look = suggestion_look(ctx.probs(), ctx.oof["sample_id"].astype(str).tolist(), ctx.classes.names, given, set(pool["sample_id"]))
+    return mix_gold(queue, pool, cfg["rate"], ctx.manifest, seed=cfg["seed"] + int(ctx.round_index), look=look)

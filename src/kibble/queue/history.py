@@ -13,8 +13,10 @@ from kibble.io import atomic_write_parquet
 
 EVENT_COLUMNS = [
     "event_id", "sample_id", "label", "previous_label", "verdict", "source",
-    "annotator", "round", "queue_id", "created_at", "note",
+    "annotator", "round", "queue_id", "created_at", "note", "lead_time",
 ]
+# lead_time: seconds the human spent on the answer (Label Studio, the simulated crowd); NaN when unknown.
+# Added after the first release: `load_events` gives older files the column (all NaN).
 VERDICTS = ("confirmed", "corrected", "ambiguous", "out_of_scope", "skipped")
 SOURCES = ("import", "review", "expert", "vendor", "simulated")
 
@@ -38,8 +40,9 @@ def make_events(records: list[dict]) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows, columns=EVENT_COLUMNS)
     frame["round"] = frame["round"].fillna(-1).astype("int64")
+    frame["lead_time"] = _seconds(frame["lead_time"])
     for col in EVENT_COLUMNS:
-        if col != "round":
+        if col not in ("round", "lead_time"):
             frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     return frame
 
@@ -55,11 +58,23 @@ def initial_events(manifest: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _seconds(values: pd.Series) -> pd.Series:
+    times = pd.to_numeric(values.astype(object).where(values.notna(), None), errors="coerce").astype("float64")
+    bad = times < 0
+    if bad.any():
+        raise KibbleError(f"lead_time {float(times[bad].iloc[0])} is negative; lead_time is the seconds spent on an answer")
+    return times
+
+
 def load_events(path: str | Path) -> pd.DataFrame:
+    """The history; files written before `lead_time` existed get it as an all-NaN column."""
     path = Path(path)
     if not path.is_file():
         return make_events([])
-    return pd.read_parquet(path)
+    events = pd.read_parquet(path)
+    if "lead_time" not in events.columns:
+        events["lead_time"] = pd.Series(float("nan"), index=events.index, dtype="float64")
+    return events
 
 
 def append_events(path: str | Path, new: pd.DataFrame) -> pd.DataFrame:

@@ -37,7 +37,8 @@ def run(cfg: DictConfig, server: LabelStudioServer | None = None) -> dict[str, A
         return result
     round_index = int(cfg.round) if cfg.get("round") is not None else latest_pushed_round(ws)
     policy = OmegaConf.to_container(cfg.policy, resolve=True) if isinstance(cfg.get("policy"), DictConfig) else cfg.get("policy")
-    result = pull(ws, round_index, server, source=str(cfg.review_source), policy=policy)
+    quality = OmegaConf.to_container(cfg.quality, resolve=True) if isinstance(cfg.get("quality"), DictConfig) else cfg.get("quality")
+    result = pull(ws, round_index, server, source=str(cfg.review_source), policy=policy, quality=quality)
     print(f"round {round_index}: pulled {result['n_reviews']} answers from Label Studio project {result['project_id']}: "
           f"{result['n_events_added']} new events ({result['n_duplicates']} already recorded), "
           f"{result['n_labels_changed']} labels changed, {result['n_ambiguous']} ambiguous; next round {result['next_round']}")

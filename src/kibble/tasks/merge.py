@@ -117,7 +117,7 @@ def merge_reviews(
             "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
             "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
             "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
-            "lead_time": rec.get("lead_time"),  # not an event column: only for the quality assessment (answers/hour)
+            "lead_time": None if _na(rec.get("lead_time")) else float(rec["lead_time"]),  # seconds (answers/hour)
         })
     assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
     tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)

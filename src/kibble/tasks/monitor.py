@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -36,7 +35,6 @@ from kibble.predictions.store import read_store, stack, write_store
 log = logging.getLogger(__name__)
 
 DRIFT_EXIT_CODE = 3
-QUEUE_FILES = ("queue.csv", "queue.labelstudio.json", "labeling_config.xml")
 
 
 def predict_folder(folder: Path, cfg: DictConfig, out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
