@@ -44,7 +44,7 @@ def main() -> None:
     common = [f"workspace={ws}", f"paths.cache_dir={cache}", f"paths.effnet_lite0={weights}"]
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true", *common]))
 
-    features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "cv.progress=false"]
+    features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false"]
     cfg = compose_config("kfold", features)
     from kibble.data.datamodule import FeatureDataModule
     from kibble.tasks.common import attach_features
@@ -99,7 +99,7 @@ def main() -> None:
         save_manifest(keep, sub / "manifest.parquet")
         start = time.perf_counter()
         ft = kfold.run(compose_config("kfold", [f"workspace={sub}", f"paths.effnet_lite0={weights}", "experiment=imagewoof", "trainer.max_epochs=1",
-                                                "data.num_workers=2", "data.batch_size=32", "round_callbacks.queue=null", "cv.progress=false", "cv.predict_splits=[]"]))
+                                                "data.num_workers=2", "data.batch_size=32", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false", "cv.predict_splits=[]"]))
         ft_seconds = time.perf_counter() - start
         import json
 
