@@ -95,6 +95,9 @@ def test_push_annotate_pull(labelstudio_server, digits_workspace, monkeypatch):
     assert (by[(s2, "admin@kibble.test")].verdict, by[(s2, "bob@kibble.test")].label) == ("confirmed", "7")
     assert by[(s3, "bob@kibble.test")].verdict == "out_of_scope"
     assert set(new["round"]) == {0} and set(new["source"]) == {"review"}
+    assert sorted(new["lead_time"]) == [1.0, 2.0, 3.0, 4.0, 7.5]  # Label Studio's lead_time, kept in the history
+    quality = {r["annotator"]: r for r in json.loads((ws.round_dir(0) / "annotator_quality.json").read_text())["annotators"]}
+    assert quality["admin@kibble.test"]["answers_per_hour"] == pytest.approx(2 * 3600 / 6.0)
     manifest = pd.read_parquet(ws.manifest).set_index("sample_id")
     assert manifest.loc[s1, "label"] == "8"  # both said 8
     assert manifest.loc[s2, "label"] == rows["label"].iloc[1]  # 1 vs 7: a tie keeps the label (ambiguous)

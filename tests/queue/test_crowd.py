@@ -152,3 +152,14 @@ def test_lead_time_is_kept_in_the_history(fresh_digits_workspace):
     for who, part in reviews.groupby("annotator"):
         assert quality[who]["n_answers"] == 40
         assert quality[who]["answers_per_hour"] == pytest.approx(len(part) / (part["lead_time"].sum() / 3600.0))
+
+
+def test_unvalidated_reviews_with_an_unknown_class_write_nothing(fresh_digits_workspace):
+    ws = Workspace(fresh_digits_workspace)
+    before = ws.label_events.read_bytes()
+    manifest = pd.read_parquet(ws.manifest)
+    bad = pd.DataFrame({"sample_id": manifest["sample_id"].head(2), "label": ["wolf", None], "verdict": ["corrected", "skipped"],
+                        "annotator": ["a", "a"], "note": ""})
+    with pytest.raises(KibbleError, match=r"unknown class 'wolf' \(1 unknown\); use class names from classes.yaml"):
+        merge_reviews(ws, bad, source="vendor")
+    assert ws.label_events.read_bytes() == before

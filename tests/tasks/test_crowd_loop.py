@@ -161,6 +161,9 @@ def test_loop_with_crowd_and_gold(noisy_digits: Path, effnet_weights: Path, tmp_
     gold = pd.read_csv(round_dir / GOLD_FILE, dtype={"sample_id": str})
     assert len(gold) / len(queue) == pytest.approx(0.1, abs=0.01) and set(gold["sample_id"]) <= set(queue["sample_id"])
     assert set(gold["sample_id"]) <= set(expert["sample_id"]) and (gold["origin"] == "list").all()
+    picked = queue[~queue["sample_id"].isin(set(gold["sample_id"]))]  # gold rows do not count against the strategies
+    noisy = set(manifest.loc[(manifest["split"] == "train") & (manifest["label"] != manifest["true_label"]), "sample_id"])
+    assert result["rounds"][0]["queue_precision"] == pytest.approx(picked["sample_id"].isin(noisy).mean())
     tasks = json.loads((round_dir / "queue.labelstudio.json").read_text())
     assert "gold" not in json.dumps(tasks) and len(tasks) == len(queue)
     assignments = pd.read_csv(round_dir / "assignments.csv")

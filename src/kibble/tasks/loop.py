@@ -25,7 +25,7 @@ from kibble.rounds import update_round_metrics
 from kibble.report.round import write_round_report
 from kibble.tasks import kfold
 from kibble.queue.crowd import write_assignments
-from kibble.queue.gold import normalise_gold, read_gold_list
+from kibble.queue.gold import load_gold, normalise_gold, read_gold_list
 from kibble.tasks.merge import merge_reviews
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         raise KibbleError(f"{queue_path}: no queue was built; keep round_callbacks.queue (strategy=...) enabled for the loop")
     queue = pd.read_csv(queue_path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
     noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
-    hits = int(queue["sample_id"].isin(noisy_ids).sum())
+    picked = queue[~queue["sample_id"].isin(set(load_gold([round_dir])["sample_id"].astype(str)))]  # gold questions are no strategy's pick
+    hits = int(picked["sample_id"].isin(noisy_ids).sum())
     if hasattr(annotator, "assign"):  # a crowd (queue/crowd.py): each item to `overlap` members, recorded in assignments.csv
         assignments = annotator.assign(queue)
         write_assignments(round_dir, queue, assignments)
@@ -89,7 +90,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         "round": round_index,
         "n_train": int(trainable_rows(before).sum()),
         "queue_size": int(len(queue)),
-        "queue_precision": hits / len(queue) if len(queue) else float("nan"),
+        "queue_precision": hits / len(picked) if len(picked) else float("nan"),
         "queue_recall": hits / len(noisy_ids) if noisy_ids else float("nan"),
         "noise_before": noise_before,
         "noise_remaining": noise_rate(after),
@@ -101,7 +102,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         "annotation_cost": annotator.cost(len(queue)),
         "annotators_flagged": " ".join(merged.get("annotators_flagged", [])),
     }
-    detection = strategy_detection(round_dir, before, max(len(queue), 1))
+    detection = strategy_detection(round_dir, before, max(len(picked), 1))
     update_round_metrics(round_dir, {**row, "strategies": detection})
     for name, values in detection.items():
         row[f"{name}_auprc"] = values.get("auprc")

@@ -82,6 +82,10 @@ def merge_reviews(
     unknown = sorted(set(reviews["sample_id"].astype(str)) - set(current_labels))
     if unknown:
         raise KibbleError(f"{origin}: unknown sample_id {unknown[0]!r} ({len(unknown)} unknown); reviews must refer to manifest samples")
+    bad_labels = sorted({str(v) for v in reviews["label"] if not _na(v) and str(v) != ""} - set(classes.names))
+    if bad_labels:
+        raise KibbleError(f"{origin}: unknown class {bad_labels[0]!r} ({len(bad_labels)} unknown); use class names from classes.yaml "
+                          "(read files with kibble.queue.reviews.read_reviews, which checks every row)")
 
     current_round = ws.current_round()
     old = load_events(ws.label_events)
