@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kibble.benchmarks import record, shared_imagewoof
+from kibble.benchmarks import imagewoof_bench, record
 from kibble.config import compose_config
 from kibble.metrics.learning_curve import mean_curves
-from kibble.models.weights import convert_effnet_lite0
 
 
 def main() -> None:
@@ -34,16 +33,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--labels-per-class", type=int, default=20)
     args = parser.parse_args()
-    root = shared_imagewoof()
-    if root is None:
-        print("SKIP: ../shared/data/imagewoof not found (set KIBBLE_IMAGEWOOF)")
+    bench = imagewoof_bench(args.workdir, "imagewoof_active")
+    if bench is None:
         return
     from kibble.tasks import import_data, loop
 
-    work = args.workdir.resolve()
-    weights = convert_effnet_lite0(work / "weights" / "tf_efficientnet_lite0.pth")
-    ws = work / "imagewoof_active"
-    common = [f"workspace={ws}", f"paths.cache_dir={work / 'cache'}", f"paths.effnet_lite0={weights}"]
+    root, ws = bench.root, bench.workspace
+    common = bench.overrides
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true",
                                               f"pool.labels_per_class={args.labels_per_class}", "pool.seed=0", *common]))
     overrides = [*common, "mode=active", "experiment=active_imagewoof", "logger=none", "active.progress=false",

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kibble.benchmarks import record, shared_imagewoof
+from kibble.benchmarks import imagewoof_bench, record
 from kibble.config import compose_config
-from kibble.models.weights import convert_effnet_lite0
 
 SIZES = (100, 300, 1000)
 SCENARIOS = ("iid", "prior", "brightness_contrast", "blur")
@@ -86,9 +85,8 @@ def main() -> None:
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="BLAS threads for the trials (1 avoids oversubscription on a shared 2-core machine)")
     args = parser.parse_args()
-    root = shared_imagewoof()
-    if root is None:
-        print("SKIP: ../shared/data/imagewoof not found (set KIBBLE_IMAGEWOOF)")
+    bench = imagewoof_bench(args.workdir, "imagewoof_drift")
+    if bench is None:
         return
     import hydra
 
@@ -96,11 +94,8 @@ def main() -> None:
     from kibble.tasks import import_data
     from kibble.tasks.common import attach_features
 
-    work = args.workdir.resolve()
-    weights = convert_effnet_lite0(work / "weights" / "tf_efficientnet_lite0.pth")
-    ws = work / "imagewoof_drift"
-    cache = work / "cache"
-    common = [f"workspace={ws}", f"paths.cache_dir={cache}", f"paths.effnet_lite0={weights}"]
+    root, work, ws = bench.root, bench.work, bench.workspace
+    common = bench.overrides
     if not (ws / "manifest.parquet").is_file():
         import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", *common]))
     cfg = compose_config("kfold", [*common, "model=features", "round_callbacks.queue=null", "cv.progress=false"])

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kibble.benchmarks import record, shared_imagewoof
+from kibble.benchmarks import imagewoof_bench, record
 from kibble.config import compose_config
-from kibble.models.weights import convert_effnet_lite0
 
 
 def main() -> None:
@@ -30,17 +29,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("workspaces/bench"))
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
-    root = shared_imagewoof()
-    if root is None:
-        print("SKIP: ../shared/data/imagewoof not found (set KIBBLE_IMAGEWOOF)")
+    bench = imagewoof_bench(args.workdir, "imagewoof_eval")
+    if bench is None:
         return
     from kibble.data.classes import ClassList
     from kibble.tasks import evaluate, import_data, kfold
 
-    work = args.workdir.resolve()
-    weights = convert_effnet_lite0(work / "weights" / "tf_efficientnet_lite0.pth")
-    ws = work / "imagewoof_eval"
-    common = [f"workspace={ws}", f"paths.cache_dir={work / 'cache'}", f"paths.effnet_lite0={weights}"]
+    root, ws = bench.root, bench.workspace
+    common = bench.overrides
     imported = import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true", *common]))
     features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "cv.progress=false", "strategy.budget=200"]
     start = time.perf_counter()

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kibble.benchmarks import record, shared_imagewoof
+from kibble.benchmarks import imagewoof_bench, record
 from kibble.config import compose_config
-from kibble.models.weights import convert_effnet_lite0
 
 
 def main() -> None:
@@ -31,22 +30,17 @@ def main() -> None:
     parser.add_argument("--no-finetune", action="store_true", help="skip the full fine-tune cost figure")
     parser.add_argument("--embed-sample", type=int, default=640, help="images timed for the cold embedding rate")
     args = parser.parse_args()
-    root = shared_imagewoof()
-    if root is None:
-        print("SKIP: ../shared/data/imagewoof not found (set KIBBLE_IMAGEWOOF)")
+    bench = imagewoof_bench(args.workdir, "imagewoof_kfold")
+    if bench is None:
         return
     from kibble.tasks import import_data, kfold
 
-    work = args.workdir.resolve()
-    weights = convert_effnet_lite0(work / "weights" / "tf_efficientnet_lite0.pth")
-    ws = work / "imagewoof_kfold"
-    cache = work / "cache"
-    common = [f"workspace={ws}", f"paths.cache_dir={cache}", f"paths.effnet_lite0={weights}"]
+    root, work, weights, ws = bench.root, bench.work, bench.weights, bench.workspace
+    common = bench.overrides
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true", *common]))
 
     features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false"]
     cfg = compose_config("kfold", features)
-    from kibble.data.datamodule import FeatureDataModule
     from kibble.tasks.common import attach_features
     import hydra
 

@@ -9,6 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,38 @@ def shared_imagewoof() -> Path | None:
         if c and (Path(c) / "train").is_dir():
             return Path(c).resolve()
     return None
+
+
+@dataclass(frozen=True)
+class ImagewoofBench:
+    """Where a benchmark's Imagewoof workspace lives; every benchmark shares one weights file and one embedding cache."""
+
+    root: Path  # the shared data set
+    work: Path  # the benchmarks' work dir (workspaces/bench)
+    weights: Path  # offline effnet-lite0 weights converted for timm
+    workspace: Path
+
+    @property
+    def cache(self) -> Path:
+        return self.work / "cache"
+
+    @property
+    def overrides(self) -> list[str]:
+        """workspace, shared cache and weights: the overrides every task of the benchmark takes."""
+        return [f"workspace={self.workspace}", f"paths.cache_dir={self.cache}", f"paths.effnet_lite0={self.weights}"]
+
+
+def imagewoof_bench(workdir: str | Path, name: str) -> ImagewoofBench | None:
+    """The set-up of an Imagewoof benchmark named `name`, or None (after printing SKIP) without the shared data."""
+    root = shared_imagewoof()
+    if root is None:
+        print("SKIP: ../shared/data/imagewoof not found (set KIBBLE_IMAGEWOOF)")
+        return None
+    from kibble.models.weights import convert_effnet_lite0
+
+    work = Path(workdir).resolve()
+    weights = convert_effnet_lite0(work / "weights" / "tf_efficientnet_lite0.pth")
+    return ImagewoofBench(root, work, weights, work / name)
 
 
 def command_line() -> str:

@@ -8,10 +8,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kibble import KibbleError
 from kibble.io import atomic_write_csv, atomic_write_parquet
 from kibble.queue.budget import split_budget
-from kibble.queue.builder import build_queue, resolve_budget, settled_samples
+from kibble.queue.builder import build_queue, settled_samples
 from kibble.queue.formats import write_queue_files
 from kibble.queue.gold import GOLD_FILE, normalise_gold, round_gold
 from kibble.queue.history import load_events

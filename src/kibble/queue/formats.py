@@ -19,7 +19,6 @@ served over HTTP / from a bucket, or any callable `path -> url`. See docs/labels
 from __future__ import annotations
 
 import html
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
