@@ -9,6 +9,7 @@ import numpy as np
 from kibble import KibbleError
 from kibble.strategies import active
 from kibble.strategies.base import StrategyOutput
+from kibble.strategies.registry import lookup
 
 ACTIVE_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
     "least_confidence": active.least_confidence,
@@ -37,12 +38,8 @@ NEEDS: dict[str, frozenset[str]] = {
 
 
 def get_active_strategy(name: str) -> Callable[..., StrategyOutput]:
-    """Look a strategy up; a typo gets the list of valid names rather than a bare KeyError."""
-    try:
-        return ACTIVE_STRATEGIES[name]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(ACTIVE_STRATEGIES))
-        raise KibbleError(f"unknown active-learning strategy {name!r}; valid names: {valid}") from None
+    """Look an active-learning strategy up by name."""
+    return lookup(ACTIVE_STRATEGIES, name, "active-learning")
 
 
 def needs(name: str) -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -24,13 +24,18 @@ CLEANING_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
 _EMBEDDING_STRATEGIES = frozenset({"neighbors"})
 
 
-def get_strategy(name: str) -> Callable[..., StrategyOutput]:
-    """Look a strategy up; a typo gets the list of valid names rather than a bare KeyError."""
+def lookup(table: Mapping[str, Callable[..., StrategyOutput]], name: str, kind: str) -> Callable[..., StrategyOutput]:
+    """table[name]; a typo gets the list of valid names rather than a bare KeyError."""
     try:
-        return CLEANING_STRATEGIES[name]
+        return table[name]
     except (KeyError, TypeError):
-        valid = ", ".join(sorted(CLEANING_STRATEGIES))
-        raise KibbleError(f"unknown cleaning strategy {name!r}; valid names: {valid}") from None
+        valid = ", ".join(sorted(table))
+        raise KibbleError(f"unknown {kind} strategy {name!r}; valid names: {valid}") from None
+
+
+def get_strategy(name: str) -> Callable[..., StrategyOutput]:
+    """Look a cleaning strategy up by name."""
+    return lookup(CLEANING_STRATEGIES, name, "cleaning")
 
 
 def needs_embeddings(name: str) -> bool:
