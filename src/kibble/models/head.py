@@ -40,9 +40,16 @@ class FeatureClassifier(ClassifierBase):
         self.setup_common(num_classes, optimizer, scheduler, label_smoothing)
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardise with the training rows' statistics (part of the checkpoint)."""
-        self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
+        """Standardise with the training rows' statistics (part of the checkpoint).
+
+        Each feature's spread is floored at a tenth of the mean spread: a feature that barely varies
+        over a small fit set (a seed set of a few images per class) would otherwise blow up on new images.
+        """
+        mean = features.mean(0)
+        std = features.std(0) if len(features) > 1 else torch.ones_like(mean)
+        floor = max(1e-6, 0.1 * float(torch.nan_to_num(std, nan=0.0).mean()))
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(torch.nan_to_num(std, nan=1.0).clamp_min(floor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head((x - self.feature_mean) / self.feature_std)
