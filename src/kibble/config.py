@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from kibble.paths import config_dir
 
@@ -26,3 +27,9 @@ def compose_config(config_name: str, overrides: list[str] | None = None, output_
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def plain(value: Any) -> Any:
+    """A config node as plain Python (dicts and lists, interpolations resolved); any other value unchanged,
+    so a task hands library code the same thing whether it was composed by Hydra or passed from Python."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value

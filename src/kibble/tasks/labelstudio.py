@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from kibble import KibbleError
 from kibble.labelstudio.client import LabelStudioServer
 from kibble.labelstudio.sync import latest_pushed_round, pull, push
+from kibble.config import plain
 from kibble.paths import Workspace, config_dir
 
 ACTIONS = ("push", "pull")
@@ -28,7 +29,7 @@ def run(cfg: DictConfig, server: LabelStudioServer | None = None) -> dict[str, A
     server = server or LabelStudioServer.from_env(timeout=float(cfg.timeout))
     if action == "push":
         round_index = int(cfg.round) if cfg.get("round") is not None else ws.current_round()
-        image_url = OmegaConf.to_container(cfg.image_url, resolve=True) if isinstance(cfg.image_url, DictConfig) else cfg.image_url
+        image_url = plain(cfg.image_url)
         result = push(ws, round_index, server, title=cfg.title, image_url=image_url, overlap=int(cfg.overlap),
                       model_version=cfg.get("model_version"), local_storage=bool(cfg.local_storage))
         verb = "created" if result["created"] else "reused"
@@ -36,8 +37,8 @@ def run(cfg: DictConfig, server: LabelStudioServer | None = None) -> dict[str, A
               f"{result['n_imported']} new tasks ({result['n_tasks']} in the queue) -> {result['url']}")
         return result
     round_index = int(cfg.round) if cfg.get("round") is not None else latest_pushed_round(ws)
-    policy = OmegaConf.to_container(cfg.policy, resolve=True) if isinstance(cfg.get("policy"), DictConfig) else cfg.get("policy")
-    quality = OmegaConf.to_container(cfg.quality, resolve=True) if isinstance(cfg.get("quality"), DictConfig) else cfg.get("quality")
+    policy = plain(cfg.get("policy"))
+    quality = plain(cfg.get("quality"))
     result = pull(ws, round_index, server, source=str(cfg.review_source), policy=policy, quality=quality)
     print(f"round {round_index}: pulled {result['n_reviews']} answers from Label Studio project {result['project_id']}: "
           f"{result['n_events_added']} new events ({result['n_duplicates']} already recorded), "

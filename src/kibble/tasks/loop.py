@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
@@ -20,6 +20,7 @@ from kibble.data.datamodule import trainable_rows
 from kibble.data.manifest import load_manifest
 from kibble.io import atomic_write_csv, read_json
 from kibble.metrics.detection import detection_metrics
+from kibble.config import plain
 from kibble.paths import Workspace, config_dir
 from kibble.rounds import update_round_metrics
 from kibble.report.round import write_round_report
@@ -80,8 +81,8 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
     else:
         reviews = annotator.review(queue, before, classes.names)
     atomic_write_csv(round_dir / "reviews.csv", reviews)
-    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=OmegaConf.to_container(cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"),
-                           quality=OmegaConf.to_container(cfg.quality, resolve=True) if cfg.get("quality") is not None else None)
+    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy), origin=str(round_dir / "reviews.csv"),
+                           quality=plain(cfg.get("quality")))
     if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
         ws.set_current_round(round_index + 1)
     after = load_manifest(ws.manifest, classes.names)
@@ -143,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     annotator = hydra.utils.instantiate(cfg.annotator)
     if int(cfg.get("overlap") or 1) > 1 and not hasattr(annotator, "assign"):
         raise KibbleError(f"overlap={cfg.overlap} needs several annotators; use annotator=crowd (conf/annotator/crowd.yaml)")
-    gold = normalise_gold(OmegaConf.to_container(cfg.gold, resolve=True) if cfg.get("gold") is not None else None)
+    gold = normalise_gold(plain(cfg.get("gold")))
     if gold["list"]:  # a bad gold list fails before the first round writes anything
         read_gold_list(gold["list"], manifest, classes.names)
     summary_path = ws.root / "loop_summary.csv"

@@ -22,6 +22,7 @@ from kibble import KibbleError
 from kibble.values import is_missing
 from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
+from kibble.config import plain
 from kibble.paths import Workspace, config_dir
 from kibble.queue.formats import load_queues
 from kibble.queue.history import SOURCES, append_events, load_events, make_events, now_utc
@@ -184,10 +185,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     classes = ClassList.load(ws.classes)
     manifest = load_manifest(ws.manifest, classes.names)
     reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
-    policy = OmegaConf.to_container(cfg.policy, resolve=True) if isinstance(cfg.get("policy"), DictConfig) else cfg.get("policy")
+    policy = plain(cfg.get("policy"))
     round_index = cfg.get("round")
     summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
-                            policy=policy, origin=str(path), quality=cfg.get("quality"))
+                            policy=policy, origin=str(path), quality=plain(cfg.get("quality")))
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "
