@@ -18,20 +18,14 @@ import argparse
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from kibble.benchmarks import record
 from kibble.config import compose_config
-from kibble.data.classes import ClassList
 from kibble.paths import Workspace
-from kibble.queue.builder import queue_id
-from kibble.queue.crowd import SimulatedCrowd
-from kibble.queue.formats import write_queue_files
-from kibble.queue.gold import GOLD_FILE, gold_pool, mix_gold
+from kibble.queue.crowd import simulate_gold_round
 from kibble.queue.history import load_events
 from kibble.queue.policy import resolve_labels
-from kibble.tasks.merge import merge_reviews
 
 CROWDS = {
     "careless": [{"name": "a", "error_rate": 0.02}, {"name": "b", "error_rate": 0.05}, {"name": "c", "error_rate": 0.40}],
@@ -44,32 +38,11 @@ def one_round(base: Path, work: Path, crowd_spec: list[dict], seed: int) -> dict
     """Expert gold, a queue with 10 % gold, the crowd's answers merged; wrong labels per policy."""
     shutil.copytree(base, work)
     ws = Workspace(work)
-    classes = ClassList.load(ws.classes)
-    manifest = pd.read_parquet(ws.manifest)
-    train = manifest[manifest["split"] == "train"].sort_values("sample_id").set_index("sample_id", drop=False)
-    order = np.random.default_rng(seed).permutation(len(train))
-    expert_ids = train.index[order[:150]]
-    expert = pd.DataFrame({"sample_id": expert_ids, "label": train.loc[expert_ids, "true_label"].to_numpy(), "verdict": None,
-                           "annotator": "expert", "note": "", "round": pd.array([0] * len(expert_ids), dtype="Int64")})
-    expert["verdict"] = np.where(expert["label"].to_numpy() == train.loc[expert_ids, "label"].to_numpy(), "confirmed", "corrected")
-    merge_reviews(ws, expert, source="expert", round_index=0)
-    rest = train.iloc[order[150:]]
-    noisy = rest.index[rest["label"] != rest["true_label"]].tolist()
-    clean = rest.index[rest["label"] == rest["true_label"]].tolist()[: len(noisy) // 2]
-    ids = sorted(noisy + clean)
-    manifest = pd.read_parquet(ws.manifest)
-    rows = manifest.set_index("sample_id").loc[ids]
-    queue = pd.DataFrame({"queue_id": [queue_id(1, s) for s in ids], "round": 1, "rank": np.arange(1, len(ids) + 1), "sample_id": ids,
-                          "path": rows["path"].to_numpy(), "given_label": rows["label"].to_numpy(), "suggested_label": rows["label"].to_numpy(),
-                          "score": 0.5, "strategy": "kfold", "reason": "kfold 0.500", "kind": "relabel"})
-    mixed, gold = mix_gold(queue, gold_pool(load_events(ws.label_events)), 0.1, manifest, seed=seed)
-    write_queue_files(mixed, ws.round_dir(1), classes, None, data_root=ws.data_root)
-    gold.to_csv(ws.round_dir(1) / GOLD_FILE, index=False)
-    reviews = SimulatedCrowd(crowd_spec, overlap=3, seed=seed).review(mixed, manifest, classes.names)
-    summary = merge_reviews(ws, reviews, source="vendor", round_index=1)
+    res = simulate_gold_round(ws, crowd_spec, seed)
+    ids = res["queue_ids"]
     events = load_events(ws.label_events)
-    truth = manifest.set_index("sample_id").loc[ids, "true_label"]
-    out = {"items": len(ids), "n_gold": len(gold), "flagged": " ".join(summary["annotators_flagged"]) or "-"}
+    truth = pd.read_parquet(ws.manifest).set_index("sample_id").loc[ids, "true_label"]
+    out = {"items": len(ids), "n_gold": len(res["gold"]), "flagged": " ".join(res["summary"]["annotators_flagged"]) or "-"}
     for policy in POLICIES:
         labels = resolve_labels(events, {"annotator_weighting": policy}).set_index("sample_id").loc[ids, "label"]
         out[policy] = int((labels != truth).sum())

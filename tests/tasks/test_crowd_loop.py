@@ -1,6 +1,7 @@
 """Gold questions + a careless vendor: quality flags it, gold-based weighting beats plain majority.
 
-A round is simulated on the digits manifest without a model: the queue is built directly from the
+A round is simulated on the digits manifest without a model (`kibble.queue.crowd.simulate_gold_round`, also behind
+scripts/bench_crowd.py): the queue is built directly from the
 train rows like a good cleaning queue would (40 % of the imported labels are flipped; the queue holds
 the flipped rows plus half as many clean ones), an expert confirms 150 other samples (the gold
 pool), 10 % gold is mixed in, three simulated annotators (2 %, 5 %, 40 % error) answer every item
@@ -20,15 +21,11 @@ import pytest
 
 from helpers import import_workspace
 from kibble import KibbleError
-from kibble.data.classes import ClassList
 from kibble.paths import Workspace
-from kibble.queue.builder import queue_id
-from kibble.queue.crowd import SimulatedCrowd, assign_overlap
-from kibble.queue.formats import write_queue_files
-from kibble.queue.gold import GOLD_FILE, gold_pool, mix_gold
+from kibble.queue.crowd import simulate_gold_round
+from kibble.queue.gold import GOLD_FILE
 from kibble.queue.history import load_events
 from kibble.queue.policy import resolve_labels
-from kibble.tasks.merge import merge_reviews
 
 SEED = 1
 CROWD = [{"name": "a", "error_rate": 0.02}, {"name": "b", "error_rate": 0.05}, {"name": "c", "error_rate": 0.40}]
@@ -40,44 +37,11 @@ def noisy_digits(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactor
     return import_workspace(tmp_path_factory.mktemp("crowd") / "ws", ["inject_noise.rate=0.4", f"source.root={images}"])
 
 
-def direct_queue(manifest: pd.DataFrame, sample_ids: list[str], round_index: int = 0) -> pd.DataFrame:
-    rows = manifest.set_index("sample_id").loc[sample_ids]
-    return pd.DataFrame({
-        "queue_id": [queue_id(round_index, s) for s in sample_ids], "round": round_index, "rank": np.arange(1, len(sample_ids) + 1),
-        "sample_id": sample_ids, "path": rows["path"].to_numpy(), "given_label": rows["label"].to_numpy(),
-        "suggested_label": rows["label"].to_numpy(), "score": 0.5, "strategy": "kfold", "reason": "kfold 0.500", "kind": "relabel",
-    })
-
-
 def simulate_round(ws_path: Path, weighting: str) -> dict:
     ws = Workspace(ws_path)
-    classes = ClassList.load(ws.classes)
-    manifest = pd.read_parquet(ws.manifest)
-    train = manifest[manifest["split"] == "train"].sort_values("sample_id")
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(train))
-    expert_ids = train["sample_id"].to_numpy()[order[:150]].tolist()
-    rest = train.iloc[order[150:]]
-    noisy = rest[rest["label"] != rest["true_label"]]["sample_id"].tolist()
-    clean = rest[rest["label"] == rest["true_label"]]["sample_id"].tolist()[: len(noisy) // 2]
-    queue_ids = sorted(noisy + clean)
-    # the expert confirms 150 samples: the gold pool
-    expert = pd.DataFrame({"sample_id": expert_ids, "label": train.set_index("sample_id").loc[expert_ids, "true_label"].to_numpy(),
-                           "verdict": None, "annotator": "expert", "note": "", "queue_id": None, "created_at": None,
-                           "lead_time": np.nan, "round": pd.array([0] * len(expert_ids), dtype="Int64")})
-    expert["verdict"] = np.where(expert["label"].to_numpy() == train.set_index("sample_id").loc[expert_ids, "label"].to_numpy(), "confirmed", "corrected")
-    merge_reviews(ws, expert, source="expert", round_index=0)
-    manifest = pd.read_parquet(ws.manifest)
-    queue = direct_queue(manifest, queue_ids, round_index=1)
-    mixed, gold = mix_gold(queue, gold_pool(load_events(ws.label_events)), 0.1, manifest, seed=1)
-    write_queue_files(mixed, ws.round_dir(1), classes, None, data_root=ws.data_root)
-    gold.to_csv(ws.round_dir(1) / GOLD_FILE, index=False)
-    crowd = SimulatedCrowd(CROWD, overlap=3, seed=SEED)
-    reviews = crowd.review(mixed, manifest, classes.names, assignments=assign_overlap(mixed, crowd.names, 3))
-    summary = merge_reviews(ws, reviews, source="vendor", round_index=1, policy={"annotator_weighting": weighting})
-    after = pd.read_parquet(ws.manifest).set_index("sample_id").loc[queue_ids]
-    return {"summary": summary, "errors": int((after["label"] != after["true_label"]).sum()), "mixed": mixed, "gold": gold,
-            "reviews": reviews, "queue_ids": queue_ids}
+    res = simulate_gold_round(ws, CROWD, SEED, policy={"annotator_weighting": weighting})
+    after = pd.read_parquet(ws.manifest).set_index("sample_id").loc[res["queue_ids"]]
+    return {**res, "errors": int((after["label"] != after["true_label"]).sum())}
 
 
 @pytest.fixture(scope="module")

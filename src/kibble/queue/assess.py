@@ -59,15 +59,14 @@ def assess_rounds(ws: Workspace, old: pd.DataFrame, records: list[dict], n_class
 
 def tag_records(records: list[dict], assessed: dict[int, dict]) -> None:
     """Append each new crowd answer's quality tag to its note (in place)."""
+    rows = {rnd: {str(r["annotator"]): r for r in info["quality"].to_dict("records")} for rnd, info in assessed.items()}
+    gold = {rnd: set(info["gold"]["sample_id"].astype(str)) for rnd, info in assessed.items()}
     for rec in records:
-        info = assessed.get(int(rec["round"]))
-        if info is None or rec["source"] not in CROWD_SOURCES:
+        rnd = int(rec["round"])
+        if rnd not in assessed or rec["source"] not in CROWD_SOURCES:
             continue
-        table = info["quality"].set_index("annotator")
-        who = str(rec["annotator"])
-        row = table.loc[who].to_dict() if who in table.index else None
-        is_gold = str(rec["sample_id"]) in set(info["gold"]["sample_id"].astype(str))
-        rec["note"] = with_tag(rec.get("note"), quality_tag(row, gold_item=is_gold))
+        row = rows[rnd].get(str(rec["annotator"]))
+        rec["note"] = with_tag(rec.get("note"), quality_tag(row, gold_item=str(rec["sample_id"]) in gold[rnd]))
 
 
 def write_assessments(ws: Workspace, assessed: dict[int, dict], events: pd.DataFrame) -> dict[int, list[str]]:

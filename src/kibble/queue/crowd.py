@@ -146,3 +146,46 @@ class SimulatedCrowd:
         if not parts:
             return pd.DataFrame(columns=REVIEW_COLUMNS)
         return pd.concat(parts, ignore_index=True)[REVIEW_COLUMNS]
+
+
+def simulate_gold_round(ws, crowd: Sequence[Mapping[str, Any]], seed: int = 0, *, n_expert: int = 150, gold_rate: float = 0.1,
+                        overlap: int = 3, policy: Mapping | None = None) -> dict[str, Any]:
+    """One crowd round with hidden gold on a noisy workspace, no model (the crowd test and scripts/bench_crowd.py).
+
+    An expert confirms `n_expert` random train samples (round 0: the gold pool); the round-1 queue is
+    what a good cleaning queue looks like (every other flipped label plus half as many clean ones),
+    `gold_rate` gold is mixed in, the crowd answers with `overlap` and the answers are merged.
+    Returns {summary, queue_ids, mixed, gold, reviews}.
+    """
+    from kibble.data.classes import ClassList
+    from kibble.queue.builder import queue_id
+    from kibble.queue.formats import write_queue_files
+    from kibble.queue.gold import GOLD_FILE, gold_pool, mix_gold
+    from kibble.queue.history import load_events
+    from kibble.tasks.merge import merge_reviews
+
+    classes = ClassList.load(ws.classes)
+    manifest = pd.read_parquet(ws.manifest)
+    train = manifest[manifest["split"] == "train"].sort_values("sample_id").set_index("sample_id", drop=False)
+    order = np.random.default_rng(seed).permutation(len(train))
+    expert_ids = train.index[order[:n_expert]]
+    truth = train.loc[expert_ids, "true_label"].to_numpy()
+    expert = pd.DataFrame({"sample_id": expert_ids, "label": truth, "annotator": "expert", "note": "",
+                           "verdict": np.where(truth == train.loc[expert_ids, "label"].to_numpy(), "confirmed", "corrected"),
+                           "round": pd.array([0] * len(expert_ids), dtype="Int64")})
+    merge_reviews(ws, expert, source="expert", round_index=0)
+    rest = train.iloc[order[n_expert:]]
+    noisy = rest.index[rest["label"] != rest["true_label"]].tolist()
+    clean = rest.index[rest["label"] == rest["true_label"]].tolist()[: len(noisy) // 2]
+    ids = sorted(noisy + clean)
+    manifest = pd.read_parquet(ws.manifest)
+    rows = manifest.set_index("sample_id").loc[ids]
+    queue = pd.DataFrame({"queue_id": [queue_id(1, s) for s in ids], "round": 1, "rank": np.arange(1, len(ids) + 1), "sample_id": ids,
+                          "path": rows["path"].to_numpy(), "given_label": rows["label"].to_numpy(), "suggested_label": rows["label"].to_numpy(),
+                          "score": 0.5, "strategy": "kfold", "reason": "kfold 0.500", "kind": "relabel"})
+    mixed, gold = mix_gold(queue, gold_pool(load_events(ws.label_events)), gold_rate, manifest, seed=seed)
+    write_queue_files(mixed, ws.round_dir(1), classes, None, data_root=ws.data_root)
+    atomic_write_csv(ws.round_dir(1) / GOLD_FILE, gold)
+    reviews = SimulatedCrowd(crowd, overlap=overlap, seed=seed).review(mixed, manifest, classes.names)
+    summary = merge_reviews(ws, reviews, source="vendor", round_index=1, policy=policy)
+    return {"summary": summary, "queue_ids": ids, "mixed": mixed, "gold": gold, "reviews": reviews}

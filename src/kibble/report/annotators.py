@@ -27,7 +27,8 @@ def quality_section(round_dir: Path) -> list[Section]:
     table = pd.DataFrame(data.get("annotators") or [])
     if table.empty:
         return []
-    table = table.reindex(columns=QUALITY_TABLE).astype(object).where(table.reindex(columns=QUALITY_TABLE).notna(), float("nan"))
+    table = table.reindex(columns=QUALITY_TABLE)
+    table = table.astype(object).where(table.notna(), float("nan"))
     agree = data.get("agreement") or {}
     method = {"cohen_kappa": "Cohen's kappa", "krippendorff_alpha": "Krippendorff's alpha (nominal)"}.get(agree.get("method"), "agreement")
     value = agree.get("value")
