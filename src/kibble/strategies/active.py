@@ -16,25 +16,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kibble import KibbleError
-from kibble.strategies.base import StrategyOutput
+from kibble.strategies.base import StrategyOutput, check_probs, entropy_rows
 
 _EPS = 1e-12
-
-
-def check_probs(probs, name: str = "probs") -> np.ndarray:
-    """(N, K) finite, non-negative rows summing to 1 with K >= 2; returned as float64."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2:
-        raise KibbleError(f"{name} must be 2-D (N, K); got shape {probs.shape}")
-    if probs.shape[1] < 2:
-        raise KibbleError(f"{name} need at least 2 classes (columns); got {probs.shape[1]}")
-    if not np.isfinite(probs).all():
-        raise KibbleError(f"{name} contain NaN or inf")
-    if probs.size and probs.min() < -1e-6:
-        raise KibbleError(f"{name} contain negative values; pass softmax outputs, not logits")
-    if len(probs) and np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
-        raise KibbleError(f"{name} rows must sum to 1 (softmax outputs)")
-    return np.clip(probs, 0.0, None)
 
 
 def check_embeddings(embeddings, n: int) -> np.ndarray:
@@ -58,12 +42,6 @@ def _check_batch(batch_size, n: int) -> int:
 
 def _output(score: np.ndarray, probs: np.ndarray) -> StrategyOutput:
     return StrategyOutput(score=score, suggested=probs.argmax(axis=1).astype(np.int64), flagged=np.ones(len(score), dtype=bool))
-
-
-def _entropy_rows(probs: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(probs > 0, probs * np.log(np.clip(probs, _EPS, None)), 0.0)
-    return -plogp.sum(axis=-1)
 
 
 def least_confidence(probs) -> StrategyOutput:
@@ -90,7 +68,7 @@ def ratio(probs) -> StrategyOutput:
 def entropy(probs) -> StrategyOutput:
     """Shannon entropy / log K in [0, 1]: uncertainty spread over all classes."""
     probs = check_probs(probs)
-    return _output(np.clip(_entropy_rows(probs) / np.log(probs.shape[1]), 0.0, 1.0), probs)
+    return _output(np.clip(entropy_rows(probs) / np.log(probs.shape[1]), 0.0, 1.0), probs)
 
 
 def bald(mc_probs) -> StrategyOutput:
@@ -109,7 +87,7 @@ def bald(mc_probs) -> StrategyOutput:
     for t in range(mc.shape[0]):
         check_probs(mc[t], f"pass {t}")
     mc = np.clip(mc, 0.0, None)
-    mi = _entropy_rows(mean) - _entropy_rows(mc).mean(axis=0)
+    mi = entropy_rows(mean) - entropy_rows(mc).mean(axis=0)
     return _output(np.clip(mi, 0.0, None), mean)
 
 

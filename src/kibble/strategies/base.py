@@ -45,3 +45,26 @@ def check_labels_probs(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
     if len(probs) and np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
         raise KibbleError("probs rows must sum to 1 (softmax outputs)")
     return labels.astype(np.int64), probs
+
+
+def check_probs(probs, name: str = "probs") -> np.ndarray:
+    """(N, K) finite, non-negative rows summing to 1 with K >= 2; returned as float64."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise KibbleError(f"{name} must be 2-D (N, K); got shape {probs.shape}")
+    if probs.shape[1] < 2:
+        raise KibbleError(f"{name} need at least 2 classes (columns); got {probs.shape[1]}")
+    if not np.isfinite(probs).all():
+        raise KibbleError(f"{name} contain NaN or inf")
+    if probs.size and probs.min() < -1e-6:
+        raise KibbleError(f"{name} contain negative values; pass softmax outputs, not logits")
+    if len(probs) and np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
+        raise KibbleError(f"{name} rows must sum to 1 (softmax outputs)")
+    return np.clip(probs, 0.0, None)
+
+
+def entropy_rows(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row (last axis) of non-negative probabilities; 0 log 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
+    return -plogp.sum(axis=-1)

@@ -13,19 +13,15 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kibble import KibbleError
-from kibble.strategies.base import StrategyOutput, check_labels_probs
+from kibble.strategies.base import StrategyOutput, check_labels_probs, check_probs, entropy_rows
 
 _EPS = 1e-12
 
 
 def _check(labels, probs) -> tuple[np.ndarray, np.ndarray]:
-    """Shared checks plus what base.check_labels_probs leaves out: K >= 2 and no negative probabilities."""
+    """Label checks plus base.check_probs' stricter probability checks (K >= 2, no negatives)."""
     labels, probs = check_labels_probs(labels, probs)
-    if probs.shape[1] < 2:
-        raise KibbleError(f"probs need at least 2 classes (columns); got {probs.shape[1]}")
-    if probs.size and probs.min() < -1e-6:
-        raise KibbleError("probs contain negative values; pass softmax outputs, not logits")
-    return labels, np.clip(probs, 0.0, None)
+    return labels, check_probs(probs)
 
 
 def _best_other(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +48,7 @@ def entropy(labels, probs) -> StrategyOutput:
     score = Shannon entropy (natural log) divided by log(K), so it lies in [0, 1]; all rows flagged.
     """
     labels, probs = _check(labels, probs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
-    score = -plogp.sum(axis=1) / np.log(probs.shape[1])
+    score = entropy_rows(probs) / np.log(probs.shape[1])
     return StrategyOutput(score=np.clip(score, 0.0, 1.0), suggested=probs.argmax(axis=1),
                           flagged=np.ones(len(labels), dtype=bool))
 

@@ -155,14 +155,14 @@ class ArmRunner:
         rows = []
         for r in range(rounds + 1):
             round_dir = self.ws.round_dir(r)
-            n_labels = int(trainable_rows(load_manifest(self.ws.manifest, self.classes.names)).sum())
+            before = load_manifest(self.ws.manifest, self.classes.names)  # training and selection leave it as is
+            n_labels = int(trainable_rows(before).sum())
             dm, model = self.train(r)
             acc = self.accuracy(dm, model)
             row = {"strategy": self.strategy, "seed": self.seed, "round": r, "n_labels": n_labels, "test_accuracy": acc}
             if r < rounds:
                 queue = self.select(dm, model, r, batch)
                 write_queue_files(queue, round_dir, self.classes, data_root=self.ws.data_root, model_version=f"kibble-active-{r:03d}")
-                before = load_manifest(self.ws.manifest, self.classes.names)
                 reviews = self.annotator.review(queue, before, self.classes.names)
                 atomic_write_csv(round_dir / "reviews.csv", reviews)
                 merged = merge_reviews(self.ws, reviews, source="simulated", round_index=r, policy=OmegaConf.to_container(self.cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"))
