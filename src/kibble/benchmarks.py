@@ -6,10 +6,9 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-from dataclasses import dataclass
 
 import pandas as pd
 
