@@ -57,6 +57,11 @@ class ClassList:
     def index(self) -> dict[str, int]:
         return {c.name: i for i, c in enumerate(self.classes)}
 
+    @property
+    def display_names(self) -> dict[str, str]:
+        """name -> display name (the name itself when none is set)."""
+        return {c.name: c.display_name or c.name for c in self.classes}
+
     def __len__(self) -> int:
         return len(self.classes)
 

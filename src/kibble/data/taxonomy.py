@@ -66,7 +66,7 @@ def match_taxonomy(names: Sequence[str]) -> tuple[str, ClassList] | None:
     candidates = []
     for name, path in shipped_taxonomies().items():
         taxonomy = ClassList.load(path)
-        matched = apply_taxonomy(names, taxonomy, key=lambda n: wnid_of(n))
+        matched = apply_taxonomy(names, taxonomy, key=wnid_of)
         if matched is not None:
             candidates.append((len(taxonomy), name, matched))
     if not candidates:
@@ -85,7 +85,7 @@ def taxonomy_for(names: Sequence[str], display_names: dict[str, str] | None = No
         found = match_taxonomy(names)
         return (found[1], found[0]) if found else (plain, None)
     chosen = load_taxonomy(str(taxonomy))
-    matched = apply_taxonomy(names, chosen) or apply_taxonomy(names, chosen, key=lambda n: wnid_of(n))
+    matched = apply_taxonomy(names, chosen) or apply_taxonomy(names, chosen, key=wnid_of)
     if matched is None:
         known = set(chosen.names)
         missing = [n for n in names if n not in known and wnid_of(n) not in known]

@@ -53,7 +53,10 @@ def reliability_bins(probs: np.ndarray, y_true: Sequence[int], n_bins: int = 15)
 
 def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], n_bins: int = 15) -> dict[str, float]:
     """ECE (count-weighted mean |accuracy - confidence| over bins) and MCE (the worst bin)."""
-    bins = reliability_bins(probs, y_true, n_bins)
+    return _ece(reliability_bins(probs, y_true, n_bins))
+
+
+def _ece(bins: list[dict[str, Any]]) -> dict[str, float]:
     n = sum(b["count"] for b in bins)
     gaps = [(b["count"], abs(b["accuracy"] - b["confidence"])) for b in bins if b["count"]]
     return {"ece": float(sum(c * g for c, g in gaps) / n), "mce": float(max(g for _, g in gaps))}
@@ -93,12 +96,13 @@ def threshold_for_precision(probs: np.ndarray, y_true: Sequence[int], target: fl
 def calibration_metrics(probs: np.ndarray, y_true: Sequence[int], n_bins: int = 15, target_precision: float = 0.95) -> dict[str, Any]:
     """Everything `kibble eval` reports about confidence, in one dict."""
     probs, t = _check(probs, y_true)
+    bins = reliability_bins(probs, t, n_bins)
     return {
-        **expected_calibration_error(probs, t, n_bins),
+        **_ece(bins),
         **brier_and_nll(probs, t),
         "mean_confidence": float(probs.max(axis=1).mean()),
         "accuracy": float((probs.argmax(axis=1) == t).mean()),
         "n_bins": int(n_bins),
-        "bins": reliability_bins(probs, t, n_bins),
+        "bins": bins,
         "threshold": threshold_for_precision(probs, t, target_precision),
     }

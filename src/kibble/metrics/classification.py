@@ -147,12 +147,12 @@ def slice_metrics(values: Sequence[Any], y_true: np.ndarray, y_pred: np.ndarray,
     if not (len(values) == len(t) == len(p)):
         raise KibbleError(f"slice column {column!r} has {len(values)} values for {len(t)} rows")
     n_classes = len(weights)
+    w = np.asarray(weights, dtype=float)
     out = []
     for value in sorted(set(values)):
         mask = values == value
         _, _, f1, support = precision_recall_fscore_support(t[mask], p[mask], labels=list(range(n_classes)), zero_division=0)
         present = (support > 0) | (np.bincount(p[mask], minlength=n_classes) > 0)
-        w = np.asarray(weights, dtype=float)
         has = support > 0
         out.append({
             "column": column,

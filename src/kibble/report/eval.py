@@ -17,10 +17,6 @@ from kibble.report.gallery import pair_examples_html
 from kibble.report.plots import confusion_figure, f1_bars_figure, group_confusion_figure, reliability_figure
 
 
-def _display(classes: ClassList) -> dict[str, str]:
-    return {c.name: (c.display_name or c.name) for c in classes.classes}
-
-
 def gate_html(result: dict[str, Any]) -> str:
     targets = result["targets"]
     ok = targets["passed"]
@@ -69,7 +65,7 @@ def per_class_section(result: dict[str, Any], classes: ClassList) -> Section:
 
 
 def figures_sections(result: dict[str, Any], classes: ClassList, out_dir: Path, prefix: str = "") -> list[Section]:
-    display = _display(classes)
+    display = classes.display_names
     labels = [display[n] for n in classes.names]
     t = result["targets"]
     f1_fig = f1_bars_figure(t["per_class"], labels, t["per_class_f1"], result["weighted_f1"], t["weighted_f1"])
@@ -108,7 +104,7 @@ def confusions_section(result: dict[str, Any], classes: ClassList, examples: dic
     pairs = result["top_confusions"]
     if not pairs:
         return Section("Top confused pairs", "<p>No confusions: every prediction is correct.</p>")
-    display = _display(classes)
+    display = classes.display_names
     frame = pd.DataFrame(pairs)
     frame.insert(1, "true name", [display[c] for c in frame["true"]])
     frame.insert(3, "predicted name", [display[c] for c in frame["predicted"]])

@@ -21,10 +21,6 @@ from kibble.report.document import escape, thumbnail_uri
 from kibble.values import is_missing
 
 
-def _display(classes: ClassList) -> dict[str, str]:
-    return {c.name: (c.display_name or c.name) for c in classes.classes}
-
-
 def _label(name: Any, display: dict[str, str]) -> str:
     if is_missing(name):
         return "-"
@@ -56,7 +52,7 @@ def queue_gallery_html(queue: pd.DataFrame, classes: ClassList, data_root: str |
     """The queue gallery (controls + cards) for a queue table (DESIGN §3 queue columns)."""
     if queue.empty:
         return "<p>The queue is empty.</p>"
-    display = _display(classes)
+    display = classes.display_names
     guidelines = {c.name: c.guideline for c in classes.classes if c.guideline}
     rows = queue.sort_values("rank", kind="stable") if "rank" in queue.columns else queue
     shown = rows.head(int(max_items))
@@ -94,7 +90,7 @@ def pair_examples_html(pairs: Sequence[dict[str, Any]], rows: pd.DataFrame, y_tr
     """For each confused pair: up to `per_pair` example images (most confident mistakes first)."""
     if not pairs:
         return "<p>No confusions: every prediction is correct.</p>"
-    display = _display(classes)
+    display = classes.display_names
     index = classes.index
     blocks = []
     for pair in pairs:

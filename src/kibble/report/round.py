@@ -53,7 +53,7 @@ def summary_sections(ws: Workspace, round_dir: Path, classes: ClassList) -> list
     sections = [Section("Round summary", body)]
     per_class = metrics.get("oof_per_class")
     if per_class:
-        display = {c.name: c.display_name or c.name for c in classes.classes}
+        display = classes.display_names
         frame = pd.DataFrame([{"class": name, "name": display.get(name, name), **values} for name, values in per_class.items()])
         sections.append(Section("Out-of-fold precision and recall (vs given labels)",
                                 "<p>Low OOF precision marks classes that other classes' images are probably mislabelled as.</p>" + table_html(frame)))

@@ -88,7 +88,7 @@ def print_table(result: dict[str, Any], classes: ClassList) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    display = {c.name: c.display_name or c.name for c in classes.classes}
+    display = classes.display_names
     show_display = any(display[n] != n for n in display)
     table = Table(title=f"{result['split']} split: {result['n']} images, accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}")
     table.add_column("class")

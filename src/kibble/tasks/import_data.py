@@ -29,8 +29,9 @@ def run(cfg: DictConfig) -> dict:
     if ws.manifest.is_file() and not cfg.overwrite:
         raise KibbleError(f"{ws.manifest}: workspace already imported; use a new workspace or overwrite=true")
     frame, names, display, data_root = hydra.utils.instantiate(cfg.source)
-    frame = validate_manifest(frame, names, source=f"source {cfg.source._target_.rsplit('.', 1)[-1]}")
-    pool_rows(frame, source=f"source {cfg.source._target_.rsplit('.', 1)[-1]}")  # a labelled pool row is an error
+    source = f"source {cfg.source._target_.rsplit('.', 1)[-1]}"
+    frame = validate_manifest(frame, names, source=source)
+    pool_rows(frame, source=source)  # a labelled pool row is an error
     pool = cfg.get("pool") or {}
     if pool.get("folder"):  # new, unlabeled images for active learning
         if "true_label" not in frame.columns:
