@@ -12,7 +12,7 @@ import torch
 from helpers import TINY_TRAIN, compose_config
 from kibble.models.classifier import ImageClassifier
 from kibble.models.head import FeatureClassifier
-from kibble.tasks.common import best_checkpoint, build_data_and_model, build_trainer, load_classifier, predict_rows, restore_best
+from kibble.training.build import best_checkpoint, build_data_and_model, build_trainer, load_classifier, predict_rows, restore_best
 
 
 def fit(cfg):

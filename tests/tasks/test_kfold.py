@@ -22,7 +22,7 @@ from kibble.io import read_json
 from kibble.paths import Workspace
 from kibble.predictions.store import read_store, sidecar_path, stack, write_store
 from kibble.tasks import kfold
-from kibble.tasks.kfold import KFoldRound
+from kibble.training.kfold import KFoldRound
 
 # every test here needs a trained round (the shared fixture embeds + trains ~1 min on 2 cores)
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold: float = 0.8) -> StrategyOutput:
     """StrategyOutput over ctx.oof rows: flagged = rows labelled A for each low-precision class A."""
-    from kibble.tasks.common import build_data_and_model, build_trainer, predict_rows, restore_best
+    from kibble.training.build import build_data_and_model, build_trainer, predict_rows, restore_best
 
     cfg = ctx.cfg
     if cfg is None or cfg.get("model") is None or cfg.get("trainer") is None:

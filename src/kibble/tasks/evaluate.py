@@ -32,7 +32,7 @@ from kibble.metrics.evaluation import evaluate_probs
 from kibble.metrics.severity import severity_confusion
 from kibble.paths import Workspace, config_dir
 from kibble.predictions.store import read_store, stack, write_store
-from kibble.tasks.common import load_classifier
+from kibble.training.build import load_classifier
 from kibble.tasks.predict import predict_manifest, split_rows
 
 log = logging.getLogger(__name__)

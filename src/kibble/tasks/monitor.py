@@ -39,7 +39,7 @@ DRIFT_EXIT_CODE = 3
 
 def predict_folder(folder: Path, cfg: DictConfig, out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predict a folder of images with embeddings, the `kibble predict images=DIR` path; store it at out."""
-    from kibble.tasks.common import load_classifier
+    from kibble.training.build import load_classifier
     from kibble.tasks.predict import drop_bad_images, folder_rows, model_class_names, model_outputs, prediction_frame
 
     if not cfg.get("ckpt_path"):

@@ -32,7 +32,7 @@ from kibble.data.sources import IMAGE_SUFFIXES
 from kibble.data.transforms import build_transform
 from kibble.paths import Workspace, config_dir
 from kibble.predictions.store import make_frame, write_store
-from kibble.tasks.common import load_classifier, predict_rows
+from kibble.training.build import load_classifier, predict_rows
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def model_outputs(model: L.LightningModule, rows: pd.DataFrame, data_root: Path,
         overrides = OmegaConf.to_container(cfg.embedder, resolve=True) if cfg.get("embedder") else None
         embedder = embedder_for(model, overrides)
         if ws is not None:
-            # the same cache entry `kibble train` / `kibble kfold` use (tasks.common.attach_features)
+            # the same cache entry `kibble train` / `kibble kfold` use (kibble.training.build.attach_features)
             cache_dir = Path((cfg.get("paths") or {}).get("cache_dir") or ws.cache) / "features"
             root_id = str(ws.read_state().get("data_root", ws.data_root))
             _, matrix = embedder.features_for(rows, data_root, cache_dir, root_id=root_id)

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from kibble.io import atomic_write_json
 from kibble.paths import config_dir
-from kibble.tasks.common import best_checkpoint, build_data_and_model, build_trainer, restore_best
+from kibble.training.build import best_checkpoint, build_data_and_model, build_trainer, restore_best
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Shared task plumbing: build the datamodule, model and Trainer from a composed config."""
+"""Build the datamodule, model and Trainer from a composed config; checkpoint helpers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from kibble.data.datamodule import FeatureDataModule, ManifestDataModule
-from kibble.paths import Workspace
 from kibble.predictions.writer import ArrayPredictionWriter
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,3 @@ def load_classifier(path: str | Path) -> L.LightningModule:
     hparams = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
     cls = FeatureClassifier if "in_features" in hparams else ImageClassifier
     return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
-
-
-def workspace_of(cfg: DictConfig) -> Workspace:
-    return Workspace(cfg.workspace)
