@@ -92,7 +92,7 @@ def main() -> None:
 
     from kibble.monitor.checks import Batch, Settings, run_checks
     from kibble.tasks import import_data
-    from kibble.tasks.common import attach_features
+    from kibble.training.build import attach_features
 
     root, work, ws = bench.root, bench.work, bench.workspace
     common = bench.overrides

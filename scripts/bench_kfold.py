@@ -41,7 +41,7 @@ def main() -> None:
 
     features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false"]
     cfg = compose_config("kfold", features)
-    from kibble.tasks.common import attach_features
+    from kibble.training.build import attach_features
     import hydra
 
     dm = hydra.utils.instantiate(cfg.data)

@@ -7,7 +7,7 @@ albumentations pipeline, batch size, AdamW + warmup-cosine schedule and label sm
 process, interleaved (plain, kibble, kibble, plain, ...) so that machine load hits both alike.
 The kibble arm is what `kibble train` builds: the real conf/ composed (default callbacks incl. the
 rich progress bar and checkpointing, CSV logger, torchmetrics) through
-kibble.tasks.common.build_data_and_model + build_trainer. Images/s are timed after `--warmup`
+kibble.training.build.build_data_and_model + build_trainer. Images/s are timed after `--warmup`
 steps, over `steps` training steps (epochs repeat as needed; validation off in both arms). A setting is backbone:px:batch:steps.
 Prints a table and appends a section to docs/benchmarks.md.
 """
@@ -34,7 +34,7 @@ from kibble.benchmarks import record  # noqa: E402
 from kibble.models.schedules import warmup_cosine  # noqa: E402
 from kibble.config import compose_config  # noqa: E402
 from kibble.paths import Workspace  # noqa: E402
-from kibble.tasks.common import build_data_and_model, build_trainer  # noqa: E402
+from kibble.training.build import build_data_and_model, build_trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SETTINGS = ["resnet18:128:32:30", "test_resnet:32:32:100"]

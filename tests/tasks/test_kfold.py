@@ -22,6 +22,7 @@ from kibble.io import read_json
 from kibble.paths import Workspace
 from kibble.predictions.store import read_store, sidecar_path, stack, write_store
 from kibble.tasks import kfold
+from kibble.training import kfold as kfold_engine
 from kibble.training.kfold import KFoldRound
 
 # every test here needs a trained round (the shared fixture embeds + trains ~1 min on 2 cores)
@@ -173,7 +174,7 @@ def test_kfold_round_on_digits(round0: dict):
 
 def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     round_dir = Workspace(fresh_ws).round_dir(0)
-    real_write = kfold.write_store
+    real_write = kfold_engine.write_store
 
     def crash_in_fold_3(path, frame, meta):
         if Path(path).parent.name == "fold_3" and Path(path).name == "heldout.parquet":
@@ -181,7 +182,7 @@ def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tm
         return real_write(path, frame, meta)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kfold, "write_store", crash_in_fold_3)
+        patch.setattr(kfold_engine, "write_store", crash_in_fold_3)
         with pytest.raises(RuntimeError, match="injected crash"):
             run_kfold(fresh_ws, setup, tmp_path / "out1")
     assert not (round_dir / "oof.parquet").exists()
