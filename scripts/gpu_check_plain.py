@@ -1,0 +1,105 @@
+"""Arm (a) of scripts/gpu_check.sh: a plain PyTorch training loop, the baseline for `kibble train`.
+
+    python scripts/gpu_check_plain.py --out plain.json workspace=W <the train overrides kibble's arm gets>
+
+The overrides are composed into the same `kibble train` config as arm (b), so both arms get the same
+rows (the workspace's train split minus the inner validation split), DataLoader (kibble's datamodule:
+dataset, albumentations transforms, batch size, workers, pinning), timm model and weights, optimizer,
+per-step schedule, label smoothing, precision (bf16-mixed -> torch.autocast bfloat16), channels_last
+and torch.compile. What it leaves out is everything Lightning and kibble add around the step
+(Trainer, callbacks, logging, torchmetrics, progress bar, checkpoints). Timing: gpu_check_timer.EpochClock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from gpu_check_timer import EpochClock, device_name, peak_memory, write_result  # noqa: E402
+from kibble.config import compose_config  # noqa: E402
+from kibble.models.backbone import create_backbone, data_config_for  # noqa: E402
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    precision = str(precision)
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return None
+
+
+def train(cfg, skip_epochs: int = 1) -> dict:
+    L.seed_everything(cfg.seed, workers=True)
+    device = resolve_device(str(cfg.trainer.accelerator))
+    m = cfg.model
+    dm = hydra.utils.instantiate(cfg.data)
+    model = create_backbone(m.backbone, len(dm.class_names), m.pretrained, m.drop_rate, **(m.get("backbone_kwargs") or {}))
+    data_config = data_config_for(model, m.input_size)
+    dm.configure(data_config)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    memory_format = torch.channels_last if m.get("channels_last") else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    step_model = torch.compile(model) if m.get("compile") else model
+    epochs = int(cfg.trainer.max_epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=m.optimizer.lr, weight_decay=m.optimizer.weight_decay)
+    scheduler = None
+    if m.get("scheduler") is not None:
+        from kibble.models.schedules import warmup_cosine
+
+        scheduler = warmup_cosine(optimizer, total_steps=epochs * len(loader), warmup_fraction=m.scheduler.warmup_fraction)
+    # a loader that yields uint8 images leaves normalisation to the device (as kibble's module then does)
+    mean = torch.tensor(data_config["mean"], device=device).view(1, -1, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(data_config["std"], device=device).view(1, -1, 1, 1) * 255.0)
+    dtype = autocast_dtype(cfg.trainer.precision)
+    clock = EpochClock(skip_epochs)
+    n_batches = len(loader)
+    for _ in range(epochs):
+        for i, batch in enumerate(loader):
+            clock.batch_start(i, device)
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            if x.dtype == torch.uint8:
+                x = x.float().sub_(mean).mul_(inv_std)
+            x = x.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = F.cross_entropy(step_model(x), y, label_smoothing=m.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            clock.batch_end(len(y), i + 1 == n_batches, device)
+    return {"arm": "plain", **clock.result(), **peak_memory(device), "device": device_name(device),
+            "precision": str(cfg.trainer.precision), "batch_size": int(cfg.data.batch_size), "final_loss": loss.item()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="result JSON")
+    parser.add_argument("--skip-epochs", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (as kibble's arm gets them)")
+    args = parser.parse_args()
+    cfg = compose_config("train", args.overrides, tempfile.mkdtemp(prefix="gpu-check-plain-"))
+    result = train(cfg, args.skip_epochs)
+    write_result(args.out, result)
+    print(f"plain loop: {result['images_per_s']:.1f} images/s ({result['device']}, peak {result['peak_mem_mib']:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
