@@ -1,11 +1,15 @@
 """LightningDataModules over a workspace manifest: images (full fine-tune) or cached features.
 
 Which rows train, which form the inner validation split and which get predicted is decided here
-once, so `kibble train` and every k-fold fold share one code path.
+once, so `kibble train` and every k-fold fold share one code path. The loaders are sized to feed a
+GPU by default (`num_workers: auto`, pinned memory on CUDA, persistent workers); images can come
+from the decoded cache and batches can stay uint8 until the device normalises them.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
@@ -17,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
-from kibble.data.dataset import ManifestDataset
+from kibble.data.dataset import ManifestDataset, seed_worker
 from kibble.data.images import scan_images
 from kibble.data.manifest import load_manifest, resolve_image_path
-from kibble.data.transforms import build_transform
+from kibble.data.transforms import BatchNormalizer, build_transform, resize_side
 from kibble.paths import Workspace
 
 
@@ -42,31 +46,75 @@ def inner_split(rows: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Data
     return fit.sort_index(), val.sort_index()
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask a scheduler like SLURM sets), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | str | None, processes: int = 1) -> int:
+    """`auto`: one core per process for the training loop, the rest (at most 8) decode; an int as given."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return max(0, min(8, available_cpus() // max(1, int(processes)) - 1))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        workers = -1
+    if workers < 0 or isinstance(value, float) and value != workers:
+        raise KibbleError(f"data.num_workers={value!r}; use auto or a whole number >= 0 (0 loads in the training process)")
+    return workers
+
+
+def _flag(name: str, value: bool | str | None) -> bool | None:
+    """A boolean config value, or None for `auto`."""
+    if value is None or isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    raise KibbleError(f"data.{name}={value!r}; use true, false or auto")
+
+
 class ManifestDataModule(L.LightningDataModule):
     def __init__(
         self,
         workspace: str,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         inner_val_fraction: float = 0.1,
         seed: int = 0,
         on_bad_image: str = "fail",
         verify_images: bool = False,
         augment: dict[str, Any] | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+        decoded_cache: bool = False,
+        decoded_cache_dir: str | None = None,
+        normalize_on_device: bool = False,
     ):
         super().__init__()
         self.workspace = Workspace(workspace).require()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        resolve_num_workers(num_workers)  # a bad value fails here, not in the first loader
         self.num_workers = num_workers
         self.inner_val_fraction = inner_val_fraction
         self.seed = seed
         self.on_bad_image = on_bad_image
         self.verify_images = verify_images
         self.augment = dict(augment or {})
-        self.pin_memory = pin_memory
+        self.pin_memory = _flag("pin_memory", pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        if prefetch_factor is not None and int(prefetch_factor) < 1:
+            raise KibbleError(f"data.prefetch_factor={prefetch_factor!r}; use a number >= 1 (batches each worker loads ahead) or null")
+        self.prefetch_factor = None if prefetch_factor is None else int(prefetch_factor)
+        self.decoded_cache = bool(decoded_cache)
+        self.decoded_cache_dir = decoded_cache_dir
+        self.normalize_on_device = bool(normalize_on_device)
+        self._normalizer: BatchNormalizer | None = None
         self.classes = ClassList.load(self.workspace.classes)
         self.manifest = load_manifest(self.workspace.manifest, self.classes.names)
         self.data_config: dict[str, Any] | None = None
@@ -79,6 +127,7 @@ class ManifestDataModule(L.LightningDataModule):
     def configure(self, data_config: dict[str, Any] | None = None, fit_ids: Sequence[str] | None = None) -> "ManifestDataModule":
         """Set the model's data config and, for a fold, which sample_ids may be trained on."""
         self.data_config = data_config
+        self._normalizer = BatchNormalizer(data_config["mean"], data_config["std"]) if data_config else None
         self.fit_ids = None if fit_ids is None else list(fit_ids)
         return self
 
@@ -122,36 +171,76 @@ class ManifestDataModule(L.LightningDataModule):
             self.skipped[rows.iloc[i]["sample_id"]] = reason
         return rows.drop(rows.index[list(bad)]) if bad else rows
 
+    # --- loaders -----------------------------------------------------------------------------
+    def _processes(self) -> int:
+        """Training processes on this machine sharing its CPUs (DDP ranks), when a Trainer is attached."""
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
+
+    @property
+    def workers(self) -> int:
+        return resolve_num_workers(self.num_workers, self._processes())
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            from lightning.pytorch.accelerators import CUDAAccelerator
+
+            return isinstance(trainer.accelerator, CUDAAccelerator)
+        return torch.cuda.is_available()
+
+    def _decoded_images(self, rows: pd.DataFrame):
+        from kibble.data.decoded_cache import DecodedCache
+
+        root = Path(self.decoded_cache_dir) if self.decoded_cache_dir else self.workspace.cache / "decoded"
+        cache = DecodedCache(root, resize_side(self.data_config), workers=self.workers)
+        return cache.images_for([resolve_image_path(p, self.workspace.data_root) for p in rows["path"]])
+
     # --- datasets ----------------------------------------------------------------------------
     def make_dataset(self, rows: pd.DataFrame, train: bool) -> Dataset:
         if self.data_config is None:
             raise RuntimeError("call configure(data_config=model.data_config()) before using the datamodule")
-        transform = build_transform(self.data_config, train=train, **(self.augment if train else {}))
-        return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform)
+        transform = build_transform(self.data_config, train=train, normalize=not self.normalize_on_device, **(self.augment if train else {}))
+        images = self._decoded_images(rows) if self.decoded_cache and len(rows) else None
+        return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform, images=images)
 
-    def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool) -> DataLoader:
+    def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool, keep_workers: bool) -> DataLoader:
+        workers = self.workers
+        extra: dict[str, Any] = {}
+        if workers > 0:
+            extra = {"persistent_workers": self.persistent_workers and keep_workers, "worker_init_fn": seed_worker}
+            if self.prefetch_factor is not None:
+                extra["prefetch_factor"] = self.prefetch_factor
         return DataLoader(
             self.make_dataset(rows, train),
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0 and train,
+            num_workers=workers,
+            pin_memory=self._pin(),
             drop_last=False,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.fit_rows, train=True, shuffle=True)
+        return self._loader(self.fit_rows, train=True, shuffle=True, keep_workers=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_rows, train=False, shuffle=False) if len(self.val_rows) else []
+        return self._loader(self.val_rows, train=False, shuffle=False, keep_workers=True) if len(self.val_rows) else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_rows, train=False, shuffle=False)
+        return self._loader(self.test_rows, train=False, shuffle=False, keep_workers=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_rows, train=False, shuffle=False)
+        return self._loader(self.predict_rows, train=False, shuffle=False, keep_workers=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """normalize_on_device: the uint8 batch becomes normalised float32 here, on the device."""
+        if self.normalize_on_device and self._normalizer is not None and isinstance(batch, (list, tuple)) and torch.is_tensor(batch[0]):
+            batch = [self._normalizer(batch[0]), *batch[1:]]
+        return batch
 
 
 class FeatureDataModule(ManifestDataModule):

@@ -1,26 +1,46 @@
-"""Reading images, and finding the unreadable ones before a long job trips over them."""
+"""Reading images, and finding the unreadable ones before a long job trips over them.
+
+Every decode goes through `read_rgb`, so EXIF orientation is honoured everywhere (training, the
+decoded cache, the features embedder): phone photos carry an Orientation tag instead of rotated
+pixels, and a model that sees them sideways learns from the wrong picture.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kibble import KibbleError
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Load an image as an HxWx3 uint8 array; a clear error names the file otherwise."""
+def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """Load an image as an upright HxWx3 uint8 array; a clear error names the file otherwise.
+
+    min_side: a JPEG may be decoded at a reduced DCT scale (PIL's draft mode: 1/2, 1/4, 1/8) as
+    long as both sides stay >= min_side; much faster for big photos that get shrunk anyway
+    (the decoded cache). None decodes at full size.
+    """
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            if min_side and img.format == "JPEG":
+                img.draft("RGB", (int(min_side), int(min_side)))
+            if _may_be_rotated(img):
+                ImageOps.exif_transpose(img, in_place=True)
+            return np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
     except FileNotFoundError:
         raise KibbleError(f"{path}: image file is missing; fix the manifest path or use on_bad_image=skip") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise KibbleError(f"{path}: image cannot be decoded ({err}); replace it or use on_bad_image=skip") from None
+
+
+def _may_be_rotated(img: Image.Image) -> bool:
+    """False when the file cannot carry an orientation: a JPEG/PNG/WebP without EXIF. Checking that
+    first skips exif_transpose's EXIF + XMP parsing (~0.1 ms, a tenth of decoding a 224 px JPEG)."""
+    return "exif" in img.info or img.format not in ("JPEG", "MPO", "PNG", "WEBP")
 
 
 def image_problem(path: str | Path) -> str | None:
