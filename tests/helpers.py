@@ -31,6 +31,13 @@ TINY_TRAIN = [
     "callbacks=quiet",
     "logger=none",
 ]
+# A full fine-tune k-fold round at its smallest (test_resnet from scratch on 32 px digits): the wiring of
+# the fine-tune path (DDP, resume, loop), not the model.
+TINY_FINETUNE_KFOLD = [
+    "model=small", "model.backbone=test_resnet", "data=digits", "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=2", "data.num_workers=0",
+    "callbacks=quiet", "logger=none", "cv=kfold3", "cv.progress=false",
+]
 # The first three breeds of the official Stanford Dogs tree (folder name = <wnid>-<Breed>).
 DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
 # model=small at its smallest: a tiny timm resnet on 32 px images.
@@ -47,9 +54,11 @@ def import_workspace(workspace: str | Path, overrides: list[str] | None = None) 
     return workspace
 
 
-def run_kibble(*args: str, cwd: str | Path | None = None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the venv's `kibble` console script as a user would; output captured as text."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
+def run_kibble(*args: str, cwd: str | Path | None = None, timeout: float = 600, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the venv's `kibble` console script as a user would; output captured as text.
+
+    env: extra variables; tests/ is on the child's PYTHONPATH (ddp_support callbacks)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
     proc = subprocess.run(
         [str(KIBBLE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -30,6 +30,8 @@ class RoundContext:
     predictions: pd.DataFrame | None = None
     cfg: Any = None
     results: dict[str, Any] = field(default_factory=dict)
+    # outputs of the callbacks' collective steps (run on every DDP rank), read by rank 0's steps
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def given_indices(self) -> np.ndarray:
         index = self.classes.index

@@ -20,11 +20,19 @@ def assign_folds(rows: pd.DataFrame, n_folds: int, seed: int = 0) -> pd.DataFram
         raise KibbleError(f"cv.n_folds={n_folds}; k-fold needs at least 2 folds")
     if len(rows) < n_folds:
         raise KibbleError(f"only {len(rows)} train rows for {n_folds} folds; lower cv.n_folds")
+    counts = rows["label"].astype(str).value_counts()
+    if counts.min() < n_folds:
+        fewest = int(counts.min())
+        fix = f"lower cv.n_folds to {fewest} or add images of that class" if fewest >= 2 else "add images of that class"
+        raise KibbleError(
+            f"class {counts.idxmin()!r} has {fewest} train image(s) for cv.n_folds={n_folds}: "
+            f"every fold must hold out at least one image of each class; {fix}"
+        )
     rows = rows.sort_values("sample_id").reset_index(drop=True)
     labels = rows["label"].astype(str).to_numpy()
     folds = np.full(len(rows), -1, dtype=np.int64)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # classes smaller than n_folds are fine
+        warnings.simplefilter("ignore", UserWarning)  # grouped folds can still leave a class out of a fold
         if "group" in rows.columns and rows["group"].notna().any():
             groups = rows["group"].astype(object).where(rows["group"].notna(), "__sample__" + rows["sample_id"]).astype(str)
             splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)

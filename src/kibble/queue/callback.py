@@ -17,7 +17,7 @@ from kibble.queue.history import load_events
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
-from kibble.strategies.registry import run_strategy
+from kibble.strategies.registry import get_strategy, run_strategy
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,32 @@ class BuildQueue:
         self.new_params = {k: dict(v) for k, v in (new_params or {}).items()}
         self.new_quotas = dict(new_quotas) if new_quotas else None
         self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, queue/gold.py)
+        for name in self.strategies:  # a typo fails here, before the round trains, not after
+            if name not in self.extra_strategies:
+                get_strategy(name)
+
+    def _trained_strategies(self) -> list[str]:
+        """Strategies that train a model (precision with mode=train) rather than read the OOF."""
+        return [n for n in self.strategies if n == "precision" and self.params.get(n, {}).get("mode", "renormalize") == "train"]
+
+    def collective(self, ctx: RoundContext) -> None:
+        """Every DDP rank runs this before rank 0 builds the queue: strategies that train do so under the
+        folds' strategy, with all ranks in their collectives; their outputs wait in ctx.shared."""
+        from kibble.strategies.trained import trained_precision
+
+        for name in self._trained_strategies():
+            params = {k: v for k, v in self.params.get(name, {}).items() if k != "mode"}
+            ctx.shared[f"strategy:{name}"] = trained_precision(ctx, **params)
 
     def score(self, ctx: RoundContext) -> dict[str, StrategyOutput]:
         labels, probs, embeddings = ctx.given_indices(), ctx.probs(), ctx.embeddings()
+        if any(f"strategy:{n}" not in ctx.shared for n in self._trained_strategies()):
+            self.collective(ctx)  # `kibble queue` and other single-process callers
         outputs = {}
         for name in self.strategies:
-            params = dict(self.params.get(name, {}))
-            if name == "precision" and params.pop("mode", "renormalize") == "train":
-                from kibble.strategies.trained import trained_precision
-
-                outputs[name] = trained_precision(ctx, **params)
+            params = {k: v for k, v in self.params.get(name, {}).items() if not (name == "precision" and k == "mode")}
+            if f"strategy:{name}" in ctx.shared:
+                outputs[name] = ctx.shared[f"strategy:{name}"]
             elif name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)
                 outputs[name] = self.extra_strategies[name](ctx, **self.params.get(name, {}))
             else:

@@ -7,7 +7,6 @@ included), so it runs as part of a round (`strategy.params.precision.mode=train`
 
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import lightning as L
@@ -16,8 +15,9 @@ import numpy as np
 from kibble import KibbleError
 from kibble.strategies.base import StrategyOutput
 from kibble.strategies.cleaning import low_precision_classes
+from kibble.training.distributed import rank_zero_logger
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)
 
 
 def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold: float = 0.8) -> StrategyOutput:

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kibble.paths import config_dir
-from kibble.training.kfold import run_round
+from kibble.training.round import run_round
 
 
 def run(cfg: DictConfig) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from kibble.data.datamodule import FeatureDataModule, ManifestDataModule
 from kibble.predictions.writer import ArrayPredictionWriter
+from kibble.training.distributed import rank_zero_logger
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)
 
 
 def features_mode(cfg: DictConfig) -> bool:
@@ -59,10 +59,10 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
     return dm, model
 
 
-def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, **overrides: Any) -> L.Trainer:
-    """Trainer with the configured callbacks; checkpoints and logs go under out_dir."""
+def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, extra_callbacks: Sequence[Any] = (), **overrides: Any) -> L.Trainer:
+    """Trainer with the configured callbacks (plus `extra_callbacks`); checkpoints and logs go under out_dir."""
     out_dir = Path(out_dir)
-    callbacks = []
+    callbacks = list(extra_callbacks)
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
         if cb_cfg is None or "_target_" not in cb_cfg:
             continue
@@ -92,7 +92,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def restore_best(trainer: L.Trainer, model: L.LightningModule) -> L.LightningModule:
-    """Load the best checkpoint's weights into `model` in place (checkpoint selection on the inner val)."""
+    """Load the best checkpoint's weights into `model` in place (checkpoint selection on the inner val).
+
+    Under DDP every rank calls this; the barrier makes sure rank 0 has finished writing the file.
+    """
+    from kibble.training.distributed import barrier
+
+    barrier("best checkpoint on disk")
     path = best_checkpoint(trainer)
     if path and Path(path).is_file():
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
@@ -100,18 +106,39 @@ def restore_best(trainer: L.Trainer, model: L.LightningModule) -> L.LightningMod
     return model
 
 
-def predict_rows(model: L.LightningModule, dm: ManifestDataModule, rows: pd.DataFrame, trainer_cfg: DictConfig | None = None) -> dict[str, np.ndarray]:
-    """probs/logits for `rows` (in row order) via a quiet single-device predict Trainer."""
+def predict_trainer_kwargs(trainer_cfg: DictConfig | None) -> dict[str, Any]:
+    """Trainer settings for prediction: the run's own accelerator/precision, and its DDP layout when the
+    ranks are already up (each rank predicts a shard), else one device (a single process never spawns)."""
+    from kibble.training.distributed import distributed_ready, world_size
+
+    trainer_cfg = trainer_cfg or {}
+    kwargs: dict[str, Any] = {
+        "accelerator": trainer_cfg.get("accelerator", "cpu"),
+        "precision": trainer_cfg.get("precision", "32-true"),
+        "devices": 1,
+    }
+    if distributed_ready() and world_size() > 1:
+        kwargs.update(
+            strategy=trainer_cfg.get("strategy", "ddp"), devices=trainer_cfg.get("devices", "auto"),
+            num_nodes=trainer_cfg.get("num_nodes", 1), use_distributed_sampler=True,
+        )
+    return kwargs
+
+
+def predict_rows(model: L.LightningModule, dm: ManifestDataModule, rows: pd.DataFrame, trainer_cfg: DictConfig | None = None, gather: str = "all") -> dict[str, np.ndarray]:
+    """probs/logits (and embeddings) for `rows`, in row order.
+
+    Under DDP every rank must call this: each predicts its shard and the shards are gathered in row
+    order on every rank (gather="all") or on rank 0 only (gather="zero"; the others get empty arrays).
+    """
+    k = len(dm.class_names)
     if len(rows) == 0:
-        k = len(dm.class_names)
         return {"probs": np.zeros((0, k), np.float32), "logits": np.zeros((0, k), np.float32)}
     writer = ArrayPredictionWriter()
-    accelerator = (trainer_cfg or {}).get("accelerator", "cpu") if trainer_cfg is not None else "cpu"
-    precision = (trainer_cfg or {}).get("precision", "32-true") if trainer_cfg is not None else "32-true"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False, **predict_trainer_kwargs(trainer_cfg))
     dm.set_predict(rows)
     trainer.predict(model, datamodule=dm, return_predictions=False)
-    return writer.result()
+    return writer.result(n_rows=len(rows), gather=gather)
 
 
 def load_classifier(path: str | Path) -> L.LightningModule:

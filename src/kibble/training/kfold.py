@@ -1,16 +1,18 @@
 """The k-fold engine: fold assignment, one fold's training and prediction, OOF assembly.
 
-Resumable (complete folds are skipped), parallel (one fold per job through a Hydra launcher;
-folds meet only through the store) and fast in features mode. `kibble kfold` (tasks/kfold.py)
-is a thin entry point over `run_round`.
+Resumable at two levels: complete folds are skipped, and an interrupted fold resumes from its
+`last.ckpt` (same optimizer and scheduler state; a preempted SLURM job loses at most the steps since
+the last checkpoint). Rank-aware under DDP: every rank trains and predicts its shard, global rank 0
+alone touches the fold's files, and the ranks meet at barriers between those steps, so no rank waits
+inside a collective while another does file work. Parallel across jobs (one fold per job through a
+Hydra launcher or `cv.devices`; folds meet only through the store). Orchestration of a whole round
+is in kibble.training.round.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
-import time
 from pathlib import Path
 
 import hydra
@@ -28,10 +30,11 @@ from kibble.io import atomic_write_json, atomic_write_parquet, read_json
 from kibble.paths import Workspace
 from kibble.predictions.oof import assemble_oof, check_fold_meta, ensemble_mean
 from kibble.predictions.store import make_frame, read_store, sidecar_path, write_store
-from kibble.rounds import RoundContext
 from kibble.training.build import attach_features, build_data_and_model, build_trainer, features_mode, predict_rows, restore_best
+from kibble.training.cost import FoldCost
+from kibble.training.distributed import barrier, global_rank, is_rank_zero, rank_zero_logger
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)
 
 
 def round_fingerprint(train_rows: pd.DataFrame) -> str:
@@ -45,13 +48,16 @@ def config_hash(cfg: DictConfig) -> str:
     parts = {k: resolved.get(k) for k in ("model", "data", "embedder", "seed")}
     parts["trainer"] = {k: v for k, v in (resolved.get("trainer") or {}).items() if k in ("max_epochs", "min_epochs", "precision", "limit_train_batches")}
     parts["data"] = {k: v for k, v in (parts["data"] or {}).items() if k not in ("workspace", "num_workers", "eval_batch_size")}
-    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints")}
+    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices")}
     text = OmegaConf.to_yaml(OmegaConf.create(parts))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prepare_round(round_dir: Path, round_index: int, train_rows: pd.DataFrame, classes: ClassList, cv: DictConfig, seed: int) -> pd.DataFrame:
-    """Assign folds once per round (folds.parquet + round.json); later runs check nothing changed."""
+def prepare_round(round_dir: Path, round_index: int, train_rows: pd.DataFrame, classes: ClassList, cv: DictConfig, seed: int, write: bool = True) -> pd.DataFrame:
+    """Assign folds once per round (folds.parquet + round.json); later runs check nothing changed.
+
+    write=False (DDP ranks > 0): compute the same seeded assignment without touching the files.
+    """
     fingerprint = round_fingerprint(train_rows)
     info_path, folds_path = round_dir / "round.json", round_dir / "folds.parquet"
     if info_path.is_file() and folds_path.is_file():
@@ -67,13 +73,19 @@ def prepare_round(round_dir: Path, round_index: int, train_rows: pd.DataFrame, c
             raise KibbleError(f"{round_dir}: round was started with {info['n_folds']} folds, not cv.n_folds={cv.n_folds}")
         return pd.read_parquet(folds_path)
     folds = assign_folds(train_rows, int(cv.n_folds), int(cv.get("seed", seed)))
+    if not write:
+        return folds
     atomic_write_parquet(folds_path, folds)
     atomic_write_json(info_path, {"round": round_index, "n_folds": int(cv.n_folds), "manifest_fingerprint": fingerprint, "class_names": classes.names, "n_train": len(folds)})
     return folds
 
 
+RESUME_DIR = "resume"          # fold_K/resume/last.ckpt: the checkpoint an interrupted fold resumes from
+STARTED_FILE = "started.json"  # fold_K/started.json: which round/config the fold's checkpoints belong to
+
+
 class KFoldRound:
-    """One round's folds: which are done, running one, assembling the rest."""
+    """One round's folds: which are done, running one (resuming it if interrupted), assembling the rest."""
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -84,7 +96,7 @@ class KFoldRound:
         self.manifest = load_manifest(self.ws.manifest, self.classes.names)
         self.train_rows = self.manifest[trainable_rows(self.manifest)]
         self.n_folds = int(cfg.cv.n_folds)
-        self.folds = prepare_round(self.round_dir, self.round_index, self.train_rows, self.classes, cfg.cv, int(cfg.seed))
+        self.folds = prepare_round(self.round_dir, self.round_index, self.train_rows, self.classes, cfg.cv, int(cfg.seed), write=is_rank_zero())
         self.fingerprint = round_fingerprint(self.train_rows)
         self.config_hash = config_hash(cfg)
         self._dm = None
@@ -117,48 +129,103 @@ class KFoldRound:
             )
         return True
 
-    def run_fold(self, k: int) -> dict:
-        cfg = self.cfg
+    def _fold_identity(self, k: int) -> dict:
+        return {"round": self.round_index, "fold": k, "manifest_fingerprint": self.fingerprint, "config_hash": self.config_hash}
+
+    def resume_checkpoint(self, k: int) -> str | None:
+        """The checkpoint an interrupted fold k resumes from, or None for a fresh start.
+
+        A fold folder left by a different round, fold, manifest or config is refused (one line, nothing
+        written) rather than silently mixed with this run.
+        """
+        started = self.fold_dir(k) / STARTED_FILE
+        if not started.is_file():
+            return None
+        recorded = read_json(started)
+        expected = self._fold_identity(k)
+        for key, value in expected.items():
+            if recorded.get(key) != value:
+                raise KibbleError(
+                    f"{self.fold_dir(k)}: an interrupted fold from another run ({key} {recorded.get(key)!r}, expected {value!r}); "
+                    f"re-run with the same overrides to resume it, or delete {self.fold_dir(k)}"
+                )
+        candidates = [self.fold_dir(k) / RESUME_DIR / "last.ckpt", *self.fold_dir(k).glob("hpc_ckpt_*.ckpt")]
+        existing = [p for p in candidates if p.is_file()]
+        return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+
+    def _start_fold(self, k: int) -> None:
+        """Rank 0: a fold folder without a complete sidecar is (re)used; stale outputs of a crash go."""
         fold_dir = self.fold_dir(k)
-        if fold_dir.exists():
-            shutil.rmtree(fold_dir)  # an interrupted fold restarts from scratch
-        fold_dir.mkdir(parents=True)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (self.heldout_path(k), sidecar_path(self.heldout_path(k)), self.others_path(k), sidecar_path(self.others_path(k))):
+            stale.unlink(missing_ok=True)
+        if not (fold_dir / STARTED_FILE).is_file():
+            atomic_write_json(fold_dir / STARTED_FILE, self._fold_identity(k))
+
+    def _resume_callback(self, k: int):
+        """Writes fold_K/resume/last.ckpt every epoch (and every `cv.checkpoint_every_n_steps` steps)."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        every = self.cfg.cv.get("checkpoint_every_n_steps")
+        return ModelCheckpoint(
+            dirpath=str(self.fold_dir(k) / RESUME_DIR), filename="step-{step}", save_top_k=0, save_last=True,
+            every_n_train_steps=int(every) if every else None, save_on_train_epoch_end=True, enable_version_counter=False,
+        )
+
+    def run_fold(self, k: int) -> dict:
+        """Train fold k (resuming it if it was interrupted), predict its held-out rows and the other splits.
+
+        Every rank runs this; rank 0 alone writes. Returns the fold's meta on rank 0, {"fold", "rank"} elsewhere.
+        """
+        cfg = self.cfg
+        if is_rank_zero():
+            self._start_fold(k)
+        barrier(f"fold {k} prepared")
+        resume = self.resume_checkpoint(k)
+        if resume:
+            log.info("fold %d/%d: resuming from %s", k + 1, self.n_folds, resume)
         L.seed_everything(int(cfg.seed) + k, workers=True, verbose=False)
         fit_ids = self.folds.loc[self.folds["fold"] != k, "sample_id"].tolist()
-        start = time.perf_counter()
+        cost = FoldCost()
         dm, model = build_data_and_model(cfg, fit_ids=fit_ids, dm=self._dm)
         self._dm = dm
         # one progress display across folds (ours); no per-fold bars inside it
-        trainer = build_trainer(cfg, fold_dir, with_logger=bool(cfg.get("logger")), enable_progress_bar=False)
-        trainer.fit(model, datamodule=dm)
-        if trainer.global_rank != 0:  # under DDP only rank 0 predicts and writes the fold's files
-            return {"fold": k, "rank": trainer.global_rank}
+        trainer = build_trainer(cfg, self.fold_dir(k), with_logger=bool(cfg.get("logger")), extra_callbacks=[self._resume_callback(k)], enable_progress_bar=False)
+        start_step = _checkpoint_step(resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume)
         restore_best(trainer, model)
-        fit_seconds = time.perf_counter() - start
-        epochs = max(int(trainer.current_epoch), 1)
+        cost.fitted(trainer, n_images=(trainer.global_step - start_step) * _images_per_step(trainer, dm))
         model.predict_embeddings = bool(cfg.cv.get("save_embeddings", False))
         held_ids = set(self.folds.loc[self.folds["fold"] == k, "sample_id"])
         held = self.train_rows[self.train_rows["sample_id"].isin(held_ids)]
-        out = predict_rows(model, dm, held, cfg.trainer)
         others = self.manifest[self.manifest["split"].isin(list(cfg.cv.get("predict_splits", [])))]
-        out_others = predict_rows(model, dm, others, cfg.trainer)
+        out = predict_rows(model, dm, held, cfg.trainer, gather="zero")
+        out_others = predict_rows(model, dm, others, cfg.trainer, gather="zero")
         model.predict_embeddings = False
+        cost.predicted(trainer, n_images=len(held) + len(others))
+        meta = {"fold": k, "rank": global_rank()}
+        if is_rank_zero():
+            meta = self._write_fold(k, dm, held, others, out, out_others, cost, trainer, resume, start_step)
+        barrier(f"fold {k} written")
+        return meta
+
+    def _write_fold(self, k, dm, held, others, out, out_others, cost, trainer, resume, start_step) -> dict:
         accuracy = float((out["probs"].argmax(1) == np.array([self.classes.index[l] for l in held["label"]])).mean())
         meta = {
-            "round": self.round_index, "fold": k, "manifest_fingerprint": self.fingerprint,
-            "class_names": self.classes.names, "config_hash": self.config_hash, "complete": True,
+            **self._fold_identity(k), "class_names": self.classes.names, "complete": True,
             "n_fit": len(dm.fit_rows), "n_inner_val": len(dm.val_rows), "n_heldout": len(held),
-            "heldout_accuracy_given": accuracy, "seconds": round(time.perf_counter() - start, 2),
-            "train_images_per_second": round(len(dm.fit_rows) * epochs / max(fit_seconds, 1e-9), 1),
-            "epochs": epochs,
+            "heldout_accuracy_given": accuracy, "epochs": max(int(trainer.current_epoch), 1),
+            "global_step": int(trainer.global_step), "resumed_from_step": start_step if resume else None,
+            **cost.summary(),
         }
         others_frame = make_frame(others["sample_id"].tolist(), out_others["probs"], others["label"].tolist(), k, out_others.get("logits"), out_others.get("embedding"))
         others_frame["split"] = others["split"].to_numpy()
         write_store(self.others_path(k), others_frame, {**meta, "complete": True})
         held_frame = make_frame(held["sample_id"].tolist(), out["probs"], held["label"].tolist(), k, out.get("logits"), out.get("embedding"))
         write_store(self.heldout_path(k), held_frame, meta)  # written last: marks the fold complete
-        ckpt = fold_dir / "checkpoints"
-        if ckpt.is_dir() and not cfg.cv.get("keep_checkpoints", True):
+        shutil.rmtree(self.fold_dir(k) / RESUME_DIR, ignore_errors=True)  # a complete fold never resumes
+        ckpt = self.fold_dir(k) / "checkpoints"
+        if ckpt.is_dir() and not self.cfg.cv.get("keep_checkpoints", True):
             shutil.rmtree(ckpt)
         return meta
 
@@ -176,6 +243,35 @@ class KFoldRound:
             write_store(self.round_dir / "predictions.parquet", predictions, {**meta, "ensemble": "mean of fold softmax"})
         return oof, predictions
 
+    def read_assembled(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The OOF and fold-ensemble predictions rank 0 assembled (other ranks read them after a barrier)."""
+        oof = read_store(self.round_dir / "oof.parquet", self.classes.names)[0]
+        path = self.round_dir / "predictions.parquet"
+        return oof, (read_store(path, self.classes.names)[0] if path.is_file() else pd.DataFrame(columns=oof.columns))
+
+    def fold_costs(self) -> list[dict]:
+        """Per-fold cost (device, images/s, peak memory, wall time) from the complete folds' sidecars."""
+        from kibble.training.cost import COST_KEYS
+
+        rows = []
+        for k in range(self.n_folds):
+            meta = read_json(sidecar_path(self.heldout_path(k)))
+            rows.append({"fold": k, **{key: meta.get(key) for key in COST_KEYS}})
+        return rows
+
+
+def _checkpoint_step(path: str | None) -> int:
+    if not path:
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def _images_per_step(trainer: L.Trainer, dm) -> int:
+    """Images one optimizer step consumes across all ranks (for train images/s)."""
+    return int(dm.batch_size) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+
 
 ROUND_CONFIG_KEYS = ("seed", "model", "data", "embedder", "trainer", "callbacks", "cv", "paths")
 
@@ -188,56 +284,3 @@ def save_round_config(cfg: DictConfig, path: Path) -> None:
     saved = {k: OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in ROUND_CONFIG_KEYS if k in cfg}
     (saved.get("paths") or {}).pop("output_dir", None)  # the run's own output dir
     atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(saved)))
-
-
-def run_round(cfg: DictConfig) -> dict:
-    """Train the round's missing folds, then (once all are complete) assemble the OOF and run the round callbacks."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    kround = KFoldRound(cfg)
-    folds = [int(cfg.cv.fold)] if cfg.cv.get("fold") is not None else list(range(kround.n_folds))
-    if any(k < 0 or k >= kround.n_folds for k in folds):
-        raise KibbleError(f"cv.fold={cfg.cv.fold}: folds are numbered 0..{kround.n_folds - 1}")
-    log.info("round %d: %d train samples, %d folds -> %s", kround.round_index, len(kround.folds), kround.n_folds, kround.round_dir)
-    fold_stats = {}
-    for k in range(kround.n_folds):  # a stale/foreign fold file fails now, before any fold is trained
-        kround.fold_complete(k)
-    if not cfg.cv.get("assemble_only", False):
-        with Progress(TextColumn("[bold]k-fold round {task.fields[round]}"), BarColumn(), TextColumn("{task.completed}/{task.total} folds"), TimeElapsedColumn(), disable=not cfg.cv.get("progress", True)) as progress:
-            task = progress.add_task("folds", total=len(folds), round=kround.round_index)
-            for k in folds:
-                if kround.fold_complete(k):
-                    log.info("fold %d/%d: complete, skipped", k + 1, kround.n_folds)
-                else:
-                    meta = kround.run_fold(k)
-                    if "rank" in meta:  # a non-zero DDP rank: rank 0 logs and writes
-                        continue
-                    fold_stats[k] = meta
-                    log.info(
-                        "fold %d/%d: %.1f s, %d train images (%.0f img/s), held-out accuracy %.4f",
-                        k + 1, kround.n_folds, meta["seconds"], meta["n_fit"], meta["train_images_per_second"], meta["heldout_accuracy_given"],
-                    )
-                progress.advance(task)
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:
-        return {"round": kround.round_index, "rank": rank_zero_only.rank}
-    pending = [k for k in range(kround.n_folds) if not kround.fold_complete(k)]
-    result = {"round": kround.round_index, "round_dir": str(kround.round_dir), "folds_run": sorted(fold_stats), "pending_folds": pending}
-    if pending:
-        log.info("round %d: waiting for folds %s before assembling the OOF", kround.round_index, pending)
-        return result
-    oof, predictions = kround.assemble()
-    save_round_config(cfg, kround.round_dir / "config.yaml")
-    ctx = RoundContext(kround.ws, kround.round_index, kround.round_dir, kround.manifest, kround.classes, oof, predictions, cfg)
-    for name, cb_cfg in (cfg.get("round_callbacks") or {}).items():
-        if cb_cfg is None:
-            continue
-        callback = hydra.utils.instantiate(cb_cfg)
-        ctx.results[name] = callback(ctx)
-    summary = ctx.results.get("oof_summary", {})
-    result.update(oof=str(kround.round_dir / "oof.parquet"), **{k: v for k, v in summary.items() if not isinstance(v, dict)})
-    result["callbacks"] = {k: v for k, v in ctx.results.items() if k != "oof_summary"}
-    if "oof_accuracy_given" in result:
-        print(f"round {kround.round_index}: OOF accuracy vs given labels {result['oof_accuracy_given']:.4f} over {len(oof)} train images -> {kround.round_dir / 'oof.parquet'}")
-    return result
