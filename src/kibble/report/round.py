@@ -31,6 +31,7 @@ ROUND_SECTIONS: list[str] = [
     "kibble.report.round:queue_sections",
     "kibble.report.round:test_sections",
     "kibble.report.round:loop_sections",
+    "kibble.report.round:cost_sections",
     "kibble.report.annotators:round_sections",
     "kibble.report.active:round_sections",
 ]
@@ -116,6 +117,20 @@ def loop_sections(ws: Workspace, round_dir: Path) -> list[Section]:
     fig = loop_curves_figure(summary)
     body = figure_html(fig, round_dir / "loop_curves.png", "Cleaning loop, per round") if fig is not None else ""
     return [Section("Cleaning loop", body + table_html(summary))]
+
+
+def cost_sections(ws: Workspace, round_dir: Path) -> list[Section]:
+    """What each fold cost (device, images/s, peak memory, wall time): sizes the next GPU or cluster job."""
+    path = round_dir / "metrics.json"
+    costs = (read_json(path) if path.is_file() else {}).get("fold_costs")
+    if not costs:
+        return []
+    frame = pd.DataFrame(costs)
+    columns = [c for c in ("fold", "device", "world_size", "visible_devices", "seconds", "fit_seconds", "predict_seconds",
+                           "train_images_per_second", "predict_images_per_second", "peak_device_memory_mb", "peak_host_memory_mb") if c in frame]
+    total = float(pd.to_numeric(frame.get("seconds"), errors="coerce").sum()) if "seconds" in frame else float("nan")
+    intro = f"<p>{len(frame)} folds, {total:.1f} s of fold wall time in all. Train images/s count the images of the optimizer steps, all ranks together.</p>"
+    return [Section("Cost per fold", intro + table_html(frame[columns], float_format="{:.1f}"))]
 
 
 def _resolve(name: str) -> Callable[[Workspace, Path], list[Section]]:
