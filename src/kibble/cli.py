@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     module = importlib.import_module(TASKS[task][0])
     os.environ[_TASK_ENV] = task
+    from kibble.training.distributed import install_hydra_ddp_relaunch
+
+    # DDP ranks > 0 re-run this task as one run of the current job (no nested sweep under -m)
+    install_hydra_ddp_relaunch(task)
     script = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]).startswith("kibble") else ""
-    # a real, runnable argv[0] (the console script) so DDP child processes can be launched from it
+    # a real, runnable argv[0] (the console script) for launchers that re-run sys.argv outside Hydra
     sys.argv = [os.path.abspath(script) if os.path.isfile(script) else f"kibble-{task}", *rest]
     from kibble import KibbleError
 

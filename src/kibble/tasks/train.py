@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from kibble.io import atomic_write_json
 from kibble.paths import config_dir
 from kibble.training.build import best_checkpoint, build_data_and_model, build_trainer, restore_best
+from kibble.training.distributed import ddp_job
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +48,5 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg).get("test_accuracy")
+    with ddp_job():  # a multirun's next job starts its own DDP ranks on a fresh port
+        return run(cfg).get("test_accuracy")
