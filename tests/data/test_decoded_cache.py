@@ -147,3 +147,28 @@ def test_cache_through_the_config_with_workers(tiny_workspace: Path, tmp_path: P
     assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32)
     x = dm.on_after_batch_transfer([x, y, _], 0)[0]
     assert x.dtype == torch.float32 and -3 < float(x.min()) < float(x.max()) < 3
+
+
+def test_train_reads_the_cache_and_transforms_on_the_device(digits_workspace: Path, tmp_path: Path, compose):
+    """kibble train through Lightning: worker-built cache, uint8 batches, jitter + normalisation in on_after_batch_transfer."""
+    from helpers import TINY_MODEL, TINY_TRAIN
+    from kibble.tasks import train
+
+    seen = []
+    original = ManifestDataModule.on_after_batch_transfer
+
+    def spy(self, batch, dataloader_idx):
+        out = original(self, batch, dataloader_idx)
+        seen.append((batch[0].dtype, out[0].dtype, bool(self.trainer.training)))
+        return out
+
+    overrides = [f"workspace={digits_workspace}", *TINY_TRAIN, *TINY_MODEL, "data=default", "data.num_workers=1", "data.decoded_cache=true",
+                 f"data.decoded_cache_dir={tmp_path / 'cache'}", "data.normalize_on_device=true", "data.augment.jitter_on_device=true"]
+    ManifestDataModule.on_after_batch_transfer = spy
+    try:
+        result = train.run(compose("train", overrides))
+    finally:
+        ManifestDataModule.on_after_batch_transfer = original
+    assert result["n_train"] > 0 and 0.0 <= result["test_accuracy"] <= 1.0
+    assert (torch.uint8, torch.float32, True) in seen and (torch.uint8, torch.float32, False) in seen
+    assert list((tmp_path / "cache").glob("v*-side*/shard-*.npy"))

@@ -15,7 +15,7 @@ from kibble.data import datamodule as dm_module
 from kibble.data.dataset import ManifestDataset, seed_worker
 from kibble.data.datamodule import ManifestDataModule, resolve_num_workers
 from kibble.data.images import read_rgb
-from kibble.data.transforms import BatchNormalizer, build_transform
+from kibble.data.transforms import DeviceTransform, build_transform
 
 DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875}
 
@@ -112,5 +112,52 @@ def test_normalising_on_the_device_equals_normalising_on_the_cpu(digits_workspac
     float_t, uint8_t = build_transform(DATA_CONFIG, train=True), build_transform(DATA_CONFIG, train=True, normalize=False)
     float_t.pipeline.set_random_seed(7)
     uint8_t.pipeline.set_random_seed(7)
-    normalizer = BatchNormalizer(DATA_CONFIG["mean"], DATA_CONFIG["std"])
+    normalizer = DeviceTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"])
     torch.testing.assert_close(normalizer(uint8_t(image)[None]), float_t(image)[None], atol=1e-5, rtol=1e-5)
+
+
+def test_colour_jitter_on_the_device_matches_albumentations():
+    import albumentations.augmentations.pixel.functional as F
+
+    from kibble.data.transforms import jitter_batch
+
+    image = np.random.default_rng(2).integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    one = lambda v: torch.tensor([v])  # noqa: E731
+    steps = [F.adjust_brightness_torchvision, F.adjust_contrast_torchvision, F.adjust_saturation_torchvision]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        factors = (1.15, 0.85, 1.2)
+        expected = image
+        for step in order:
+            expected = steps[step](expected, factors[step])
+        got = jitter_batch(x.clone(), one(factors[0]), one(factors[1]), one(factors[2]), order)[0].permute(1, 2, 0).numpy()
+        assert np.abs(got - expected.astype(np.float32)).max() <= 3.0  # albumentations rounds to uint8 after each step
+
+
+def test_device_transform_jitters_only_when_training(digits_workspace: Path):
+    from kibble.data.transforms import DeviceTransform
+
+    batch = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    device = DeviceTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"], jitter=0.2)
+    plain = DeviceTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"])(batch)
+    torch.testing.assert_close(device(batch, train=False), plain)
+    torch.manual_seed(0)
+    changed = ((device(batch, train=True) - plain).abs().amax((1, 2, 3)) > 1e-4).float().mean()
+    assert 0.6 < float(changed) < 0.97  # about JITTER_P = 80 % of the images get jitter
+    assert DeviceTransform(DATA_CONFIG["mean"], DATA_CONFIG["std"])(plain) is plain  # floats pass through
+
+    dm = ManifestDataModule(str(digits_workspace), num_workers=0, normalize_on_device=True, augment={"jitter": 0.2, "jitter_on_device": True})
+    assert not any(type(t).__name__ == "ColorJitter" for t in build_transform(DATA_CONFIG, train=True, normalize=False, jitter_on_device=True).pipeline)
+    assert dm.configure(DATA_CONFIG)._device_transform.jitter == 0.2
+    with pytest.raises(KibbleError, match="jitter_on_device=true needs data.normalize_on_device=true"):
+        ManifestDataModule(str(digits_workspace), augment={"jitter": 0.2, "jitter_on_device": True})
+
+
+def test_batches_are_nchw_in_channels_last_memory(digits_workspace: Path):
+    dm = ManifestDataModule(str(digits_workspace), num_workers=0, batch_size=8).configure(DATA_CONFIG)
+    dm.setup("fit")
+    x, y, idx = next(iter(dm.test_dataloader()))
+    assert x.shape == (8, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+    assert y.dtype == idx.dtype == torch.int64 and idx.tolist() == list(range(8))
+    dataset = dm.make_dataset(dm.test_rows, train=False)
+    torch.testing.assert_close(x, torch.stack([dataset[i][0] for i in range(8)]).contiguous())

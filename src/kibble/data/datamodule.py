@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
-from kibble.data.dataset import ManifestDataset, seed_worker
+from kibble.data.dataset import ManifestDataset, collate_channels_last, seed_worker
 from kibble.data.images import scan_images
 from kibble.data.manifest import load_manifest, resolve_image_path
-from kibble.data.transforms import BatchNormalizer, build_transform, resize_side
+from kibble.data.transforms import DeviceTransform, build_transform, resize_side
 from kibble.paths import Workspace
 
 
@@ -114,7 +114,9 @@ class ManifestDataModule(L.LightningDataModule):
         self.decoded_cache = bool(decoded_cache)
         self.decoded_cache_dir = decoded_cache_dir
         self.normalize_on_device = bool(normalize_on_device)
-        self._normalizer: BatchNormalizer | None = None
+        if self.augment.get("jitter_on_device") and not self.normalize_on_device:
+            raise KibbleError("data.augment.jitter_on_device=true needs data.normalize_on_device=true (the device jitters uint8 batches)")
+        self._device_transform: DeviceTransform | None = None
         self.classes = ClassList.load(self.workspace.classes)
         self.manifest = load_manifest(self.workspace.manifest, self.classes.names)
         self.data_config: dict[str, Any] | None = None
@@ -127,7 +129,8 @@ class ManifestDataModule(L.LightningDataModule):
     def configure(self, data_config: dict[str, Any] | None = None, fit_ids: Sequence[str] | None = None) -> "ManifestDataModule":
         """Set the model's data config and, for a fold, which sample_ids may be trained on."""
         self.data_config = data_config
-        self._normalizer = BatchNormalizer(data_config["mean"], data_config["std"]) if data_config else None
+        jitter = float(self.augment.get("jitter") or 0.0) if self.augment.get("jitter_on_device") else 0.0
+        self._device_transform = DeviceTransform(data_config["mean"], data_config["std"], jitter) if data_config else None
         self.fit_ids = None if fit_ids is None else list(fit_ids)
         return self
 
@@ -220,6 +223,7 @@ class ManifestDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self._pin(),
             drop_last=False,
+            collate_fn=collate_channels_last,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             **extra,
         )
@@ -237,9 +241,11 @@ class ManifestDataModule(L.LightningDataModule):
         return self._loader(self.predict_rows, train=False, shuffle=False, keep_workers=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """normalize_on_device: the uint8 batch becomes normalised float32 here, on the device."""
-        if self.normalize_on_device and self._normalizer is not None and isinstance(batch, (list, tuple)) and torch.is_tensor(batch[0]):
-            batch = [self._normalizer(batch[0]), *batch[1:]]
+        """normalize_on_device: the uint8 batch becomes normalised float32 here, on the device
+        (colour-jittered first when training with augment.jitter_on_device)."""
+        if self.normalize_on_device and self._device_transform is not None and isinstance(batch, (list, tuple)) and torch.is_tensor(batch[0]):
+            trainer = getattr(self, "trainer", None)
+            batch = [self._device_transform(batch[0], train=bool(trainer is not None and trainer.training)), *batch[1:]]
         return batch
 
 

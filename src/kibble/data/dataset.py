@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from kibble.data.images import read_rgb
 from kibble.data.manifest import resolve_image_path
@@ -43,13 +43,29 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, i: int):
         image = self.images[i] if self.images is not None else read_rgb(self.paths[i])
-        return self.transform(image), torch.tensor(self.targets[i]), torch.tensor(i)
+        return self.transform(image), int(self.targets[i]), i  # ints: collate makes one tensor per batch
 
     def reseed(self, seed: int) -> None:
         """Give the augmentation pipeline its own random stream (see `seed_worker`)."""
         pipeline = getattr(self.transform, "pipeline", None)
         if pipeline is not None and hasattr(pipeline, "set_random_seed"):
             pipeline.set_random_seed(seed)
+
+
+def collate_channels_last(batch: list) -> list:
+    """(x, y, index) samples -> [x NCHW, y, index], x packed in channels-last memory.
+
+    The transforms return CxHxW views of HxWxC arrays: stacking them as HxWxC is one plain copy
+    (default_collate would transpose every image while copying), and convolutions on GPUs prefer
+    channels-last anyway. default_collate does the stacking, so worker batches still land in
+    shared memory.
+    """
+    xs, ys, index = zip(*batch)
+    if torch.is_tensor(xs[0]) and xs[0].dim() == 3:
+        x = default_collate([t.permute(1, 2, 0) for t in xs]).permute(0, 3, 1, 2)
+    else:
+        x = default_collate(list(xs))
+    return [x, default_collate(list(ys)), default_collate(list(index))]
 
 
 def seed_worker(worker_id: int) -> None:
