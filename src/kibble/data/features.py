@@ -1,27 +1,58 @@
 """Features mode: embed every image once with a frozen pretrained backbone, cached on disk.
 
-The cache key is backbone + weights + eval transform, so folds and rounds reuse it; new images
-(e.g. a pool added later) are embedded incrementally.
+The cache folder is keyed by backbone + weights + eval transform + image root, so folds and rounds
+reuse it; new images (a pool added later) are embedded incrementally. Layout of one cache folder:
+
+    features.npy          float32 (N, D), row i is the image of sample_ids.parquet row i
+    sample_ids.parquet    sample_id [, file_size, file_mtime_ns, file_fingerprint]
+    chunks/*.npz          embeddings finished since the last consolidation (same columns + features)
+    meta.json             backbone, weights, data config, one entry per embedding run
+
+Embedding is long (Stanford Dogs: ~12 min on 2 CPU cores, about a minute on a GPU), so it must
+survive being killed: every `chunk_size` images (or `chunk_seconds`, whichever comes first) the
+finished embeddings are written as one chunk file, atomically. A re-run reads the consolidated
+cache plus the chunks, embeds only what is still missing, and then consolidates everything into
+features.npy + sample_ids.parquet (caches written before chunks existed read as they are).
+
+A row is re-embedded when its image file was replaced: each row records the file's size, mtime
+and a fingerprint (hash of its first and last 4 KiB). A different size means a new image; a
+different mtime with the same size is settled by the fingerprint, so copying a workspace with
+`cp -r` (new mtimes) does not re-embed anything. Rows of old caches without these columns are
+trusted and get them recorded. One process at a time writes a cache folder (an flock on
+`.lock`): parallel fold jobs wait for the first to embed, then read its result.
+
+On a GPU the backbone runs under autocast (bf16 where supported, else fp16) with channels_last;
+the cache key ignores precision, so a cache made on a GPU serves a CPU run and vice versa (bf16
+embeddings differ from fp32 ones by well under 1 %; meta.json records what each run used).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from kibble import KibbleError
 from kibble.data.dataset import ManifestDataset
+from kibble.data.manifest import resolve_image_path
 from kibble.data.transforms import build_transform, transform_key
-from kibble.io import atomic_path, atomic_write_json, atomic_write_parquet, read_json
+from kibble.io import atomic_path, atomic_write_json, read_json
 from kibble.models.backbone import create_backbone, data_config_for
 
 log = logging.getLogger(__name__)
+
+STAT_COLUMNS = ("file_size", "file_mtime_ns", "file_fingerprint")
+_PRECISIONS = {"32": None, "32-true": None, "fp32": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
+               "16": torch.float16, "16-mixed": torch.float16, "fp16": torch.float16}
 
 
 def _weights_id(pretrained: str | None) -> str:
@@ -34,26 +65,206 @@ def _weights_id(pretrained: str | None) -> str:
     return str(pretrained)
 
 
-class Embedder:
-    """Frozen timm backbone (num_classes=0 -> pooled features) with its eval transform."""
+def resolve_device(device: str | None) -> torch.device:
+    """auto = the GPU when torch sees one, else the CPU."""
+    name = str(device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise KibbleError(f"embedder.device={device!r}: use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise KibbleError(f"embedder.device={device}: torch sees no GPU here; use embedder.device=auto or cpu")
+    return resolved
 
-    def __init__(self, backbone: str, pretrained: str | None = "none", input_size: int | None = None, batch_size: int = 64, num_workers: int = 0):
+
+def autocast_dtype(precision: str | int | None, device: torch.device) -> torch.dtype | None:
+    """auto = bf16 on GPUs that have it, fp16 on older ones, fp32 on the CPU (CPU bf16 is rarely faster)."""
+    name = str(precision if precision is not None else "auto").lower()
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in _PRECISIONS:
+        raise KibbleError(f"embedder.precision={precision!r}: use auto, 32, bf16 or 16")
+    return _PRECISIONS[name]
+
+
+def fingerprint(path: str | Path, size: int) -> str:
+    """Hash of the first and last 4 KiB: tells a replaced image from a copied one without reading it all."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(max(0, size - 4096))
+        tail = fh.read(4096)
+    return hashlib.blake2b(head + tail, digest_size=8).hexdigest()
+
+
+def _file_stats(paths: list[Path]) -> pd.DataFrame:
+    """size and mtime_ns per path (-1 when the file cannot be read)."""
+    sizes, mtimes = [], []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+        except OSError:
+            sizes.append(-1)
+            mtimes.append(-1)
+    return pd.DataFrame({"file_size": np.array(sizes, np.int64), "file_mtime_ns": np.array(mtimes, np.int64)})
+
+
+class _Progress:
+    """A rich bar on a terminal; otherwise (batch jobs, log files) one log line per chunk."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+        self._bar = None
+        if enabled:
+            from rich.console import Console
+
+            if Console().is_terminal:
+                from rich.progress import MofNCompleteColumn, Progress
+
+                self._bar = Progress(*Progress.get_default_columns(), MofNCompleteColumn())
+                self._task = self._bar.add_task(label, total=total)
+                self._bar.start()
+        self.log_lines = enabled and self._bar is None
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_text = "?" if eta == float("inf") else (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s")
+        return f"embedded {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta_text}"
+
+    def chunk_written(self) -> None:
+        if self.log_lines:
+            log.info(self.line())
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """flock on folder/.lock; no lock where there is no fcntl or the folder is read-only."""
+    try:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "a+")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process that is embedding into %s", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _with_stat_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stat columns in one dtype each (Int64 keeps mtime_ns exact; NA = not recorded, an old cache)."""
+    frame = frame.copy()
+    for column in ("file_size", "file_mtime_ns"):
+        frame[column] = frame[column].astype("Int64") if column in frame else pd.array([pd.NA] * len(frame), dtype="Int64")
+    frame["file_fingerprint"] = frame["file_fingerprint"].astype(object) if "file_fingerprint" in frame else None
+    return frame[["sample_id", *STAT_COLUMNS]]
+
+
+def read_chunks(paths: list[Path]) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    parts = []
+    for path in paths:
+        try:
+            with np.load(path) as chunk:
+                frame = pd.DataFrame({"sample_id": chunk["sample_id"].astype(object), **{c: chunk[c] for c in STAT_COLUMNS}})
+                parts.append((_with_stat_columns(frame), chunk["features"]))
+        except (OSError, ValueError, KeyError, EOFError) as err:
+            log.warning("feature cache chunk %s unreadable (%s); its images are embedded again", path.name, err)
+    return parts
+
+
+def read_cache(folder: Path) -> tuple[pd.DataFrame, np.ndarray | None, list[Path]]:
+    """(rows: sample_id + stat columns, matrix, chunk files read): consolidated rows, then chunks, newest wins."""
+    parts: list[tuple[pd.DataFrame, np.ndarray]] = []
+    ids_file, matrix_file = folder / "sample_ids.parquet", folder / "features.npy"
+    if ids_file.is_file() and matrix_file.is_file():
+        frame, matrix = pd.read_parquet(ids_file), np.load(matrix_file)
+        if len(frame) == len(matrix):
+            parts.append((_with_stat_columns(frame), matrix))
+        else:
+            log.warning("feature cache %s: features.npy and sample_ids.parquet disagree; re-embedding its rows", folder)
+    chunk_files = sorted((folder / "chunks").glob("*.npz"))
+    frame, matrix = merge_parts(parts + read_chunks(chunk_files), folder)
+    return frame, matrix, chunk_files
+
+
+def merge_parts(parts: list[tuple[pd.DataFrame, np.ndarray | None]], folder: Path) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Concatenate (rows, matrix) parts; a sample_id seen twice keeps its last (newest) row."""
+    parts = [(f, m) for f, m in parts if m is not None and len(f)]
+    if not parts:
+        return _with_stat_columns(pd.DataFrame({"sample_id": pd.Series([], dtype=object)})), None
+    widths = {m.shape[1] for _, m in parts}
+    if len(widths) > 1:
+        raise KibbleError(f"feature cache {folder} holds embeddings of widths {sorted(widths)}; delete the folder to rebuild it")
+    frame = pd.concat([f for f, _ in parts], ignore_index=True)
+    keep = ~frame["sample_id"].duplicated(keep="last").to_numpy()
+    return frame[keep].reset_index(drop=True), np.concatenate([m for _, m in parts])[keep]
+
+
+class Embedder:
+    """Frozen timm backbone (num_classes=0 -> pooled features) with its eval transform.
+
+    device: auto | cpu | cuda[:N]; precision: auto | 32 | bf16 | 16 (autocast); num_workers: an
+    int or auto (one per core but one, at most 8); chunk_size / chunk_seconds: how much work a
+    kill may cost (see the module docstring).
+    """
+
+    def __init__(self, backbone: str, pretrained: str | None = "none", input_size: int | None = None, batch_size: int = 64,
+                 num_workers: int | str = 0, device: str = "auto", precision: str | int = "auto", chunk_size: int = 2048,
+                 chunk_seconds: float = 120.0):
         self.backbone = backbone
         self.pretrained = pretrained
         self.input_size = input_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.batch_size = int(batch_size)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.num_workers = max(0, min(8, cores - 1)) if str(num_workers) == "auto" else int(num_workers)
+        self.device = resolve_device(device)
+        self.dtype = autocast_dtype(precision, self.device)
+        self.chunk_size = max(1, int(chunk_size))
+        self.chunk_seconds = float(chunk_seconds)
         self._model: torch.nn.Module | None = None
 
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            self._model = create_backbone(self.backbone, num_classes=0, pretrained=self.pretrained).eval()
+            model = create_backbone(self.backbone, num_classes=0, pretrained=self.pretrained).eval()
+            if self.device.type == "cuda":
+                model = model.to(self.device, memory_format=torch.channels_last)
+            self._model = model
         return self._model
 
     @property
     def data_config(self) -> dict[str, Any]:
         return data_config_for(self.model, self.input_size)
+
+    @property
+    def precision_name(self) -> str:
+        return {None: "32", torch.bfloat16: "bf16", torch.float16: "16"}[self.dtype]
 
     def cache_key(self, root_id: str = "") -> str:
         """Backbone + weights + eval transform + image root: what an embedding depends on.
@@ -64,56 +275,142 @@ class Embedder:
         raw = f"{self.backbone}|{_weights_id(self.pretrained)}|{transform_key(self.data_config)}|{root_id}"
         return f"{self.backbone}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
 
-    @torch.no_grad()
-    def embed(self, rows: pd.DataFrame, data_root: str | Path, progress: bool = True) -> np.ndarray:
+    @torch.inference_mode()
+    def batches(self, rows: pd.DataFrame, data_root: str | Path) -> Iterator[np.ndarray]:
+        """float32 embeddings of `rows`, one array per batch, in row order."""
         dataset = ManifestDataset(rows, data_root, [], build_transform(self.data_config, train=False))
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
-        out = []
-        iterator = loader
-        if progress:
-            from rich.progress import track
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=cuda)
+        model = self.model
+        for x, _, _ in loader:
+            x = x.to(self.device, non_blocking=True)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                out = model(x)
+            yield out.float().cpu().numpy()
 
-            iterator = track(loader, description=f"embedding {len(rows)} images ({self.backbone})")
-        for x, _, _ in iterator:
-            out.append(self.model(x).float().numpy())
+    def embed(self, rows: pd.DataFrame, data_root: str | Path, progress: bool = True) -> np.ndarray:
+        """Embeddings of `rows` in row order, not cached (features_for caches)."""
+        bar = _Progress(len(rows), f"embedding {len(rows)} images ({self.backbone})", progress)
+        out = []
+        try:
+            for features in self.batches(rows, data_root):
+                out.append(features)
+                bar.advance(len(features))
+                if bar.done % self.chunk_size < len(features) or bar.done == len(rows):
+                    bar.chunk_written()  # a log line as often as features_for writes chunks
+        finally:
+            bar.close()
         return np.concatenate(out) if out else np.zeros((0, self.model.num_features), dtype=np.float32)
 
-    def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path, root_id: str | None = None) -> tuple[list[str], np.ndarray]:
-        """Embeddings for `rows` (by sample_id), computing only those missing from the cache."""
+    def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path, root_id: str | None = None,
+                     progress: bool = True) -> tuple[list[str], np.ndarray]:
+        """Embeddings for `rows` (by sample_id), computing only those missing from the cache or whose file changed."""
         folder = Path(cache_dir) / self.cache_key(str(Path(data_root).resolve()) if root_id is None else root_id)
-        ids_file, matrix_file = folder / "sample_ids.parquet", folder / "features.npy"
-        cached_ids: list[str] = []
-        matrix = None
-        if ids_file.is_file() and matrix_file.is_file():
-            cached_ids = pd.read_parquet(ids_file)["sample_id"].tolist()
-            matrix = np.load(matrix_file)
-            if len(cached_ids) != len(matrix):
-                log.warning("feature cache %s is inconsistent; rebuilding it", folder)
-                cached_ids, matrix = [], None
-        known = set(cached_ids)
-        todo = rows[~rows["sample_id"].isin(known)].drop_duplicates("sample_id")
-        if len(todo):
-            import time
-
+        with _exclusive(folder):
+            cached, matrix, chunk_files = read_cache(folder)
+            unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
+            paths = [resolve_image_path(p, data_root) for p in unique["path"]]
+            todo, cached, refreshed = _stale_rows(cached, unique, paths)
             started = time.perf_counter()
-            fresh = self.embed(todo, data_root)
-            seconds = time.perf_counter() - started
-            matrix = fresh if matrix is None else np.concatenate([matrix, fresh])
-            cached_ids = cached_ids + todo["sample_id"].tolist()
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(matrix_file) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, matrix)
-            atomic_write_parquet(ids_file, pd.DataFrame({"sample_id": cached_ids}))
-            meta_path = folder / "meta.json"
-            history = read_json(meta_path).get("embedding_runs", []) if meta_path.is_file() else []
-            history.append({"images": int(len(todo)), "seconds": round(seconds, 2)})
-            atomic_write_json(meta_path, {
-                "backbone": self.backbone, "pretrained": str(self.pretrained),
-                "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
-                "embedding_runs": history,  # how long embedding took (benchmarks report it)
-            })
-            log.info("feature cache %s: embedded %d new images (%d total)", folder.name, len(todo), len(cached_ids))
-        position = {s: i for i, s in enumerate(cached_ids)}
+            if todo.any():
+                written = self._embed_chunks(unique[todo], [p for p, t in zip(paths, todo) if t], data_root, folder, progress)
+                cached, matrix = merge_parts([(cached, matrix), *read_chunks(written)], folder)
+                chunk_files = chunk_files + written
+            if chunk_files or refreshed:
+                run = {"images": int(todo.sum()), "seconds": round(time.perf_counter() - started, 2),
+                       "device": str(self.device), "precision": self.precision_name}
+                self._consolidate(folder, cached, matrix, chunk_files, run if todo.any() else None)
         wanted = rows["sample_id"].tolist()
+        if matrix is None:
+            return wanted, np.zeros((0, self.model.num_features), dtype=np.float32)
+        position = {s: i for i, s in enumerate(cached["sample_id"])}
         return wanted, matrix[[position[s] for s in wanted]]
+
+    def _embed_chunks(self, todo: pd.DataFrame, paths: list[Path], data_root: str | Path, folder: Path, progress: bool) -> list[Path]:
+        """Embed `todo`, writing a chunk file every chunk_size images or chunk_seconds; returns the chunk files."""
+        stats = _file_stats(paths)
+        bar = _Progress(len(todo), f"embedding {len(todo)} images ({self.backbone}, {self.device.type})", progress)
+        pending: list[np.ndarray] = []
+        written: list[Path] = []
+        start = done = 0
+        flushed = time.perf_counter()
+        try:
+            for features in self.batches(todo, data_root):
+                pending.append(features)
+                done += len(features)
+                bar.advance(len(features))
+                if done - start >= self.chunk_size or time.perf_counter() - flushed >= self.chunk_seconds or done == len(todo):
+                    written.append(_write_chunk(folder, todo.iloc[start:done], paths[start:done], stats.iloc[start:done], np.concatenate(pending)))
+                    start, pending, flushed = done, [], time.perf_counter()
+                    bar.chunk_written()
+        finally:
+            bar.close()
+        log.info("feature cache %s: embedded %d images in %.0f s", folder.name, done, time.perf_counter() - bar.started)
+        return written
+
+    def _consolidate(self, folder: Path, cached: pd.DataFrame, matrix: np.ndarray, chunk_files: list[Path], run: dict | None) -> None:
+        """Rewrite features.npy + sample_ids.parquet from everything read, then drop the chunks."""
+        frame = _with_stat_columns(cached)
+        with atomic_path(folder / "features.npy") as tmp_matrix, atomic_path(folder / "sample_ids.parquet") as tmp_ids:
+            with open(tmp_matrix, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(matrix, dtype=np.float32))
+            frame.to_parquet(tmp_ids, index=False)
+        # (both renames happen here, back to back; the chunks go only once both are in place)
+        for path in chunk_files:
+            path.unlink(missing_ok=True)
+        meta_path = folder / "meta.json"
+        history = read_json(meta_path).get("embedding_runs", []) if meta_path.is_file() else []
+        if run is not None:
+            history.append(run)
+            log.info("feature cache %s: %d rows", folder.name, len(frame))
+        atomic_write_json(meta_path, {
+            "backbone": self.backbone, "pretrained": str(self.pretrained),
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "embedding_runs": history,  # how long embedding took (benchmarks report it)
+        })
+
+
+def _write_chunk(folder: Path, rows: pd.DataFrame, paths: list[Path], stats: pd.DataFrame, features: np.ndarray) -> Path:
+    prints = [fingerprint(p, int(s)) if s >= 0 else "" for p, s in zip(paths, stats["file_size"])]
+    target = folder / "chunks" / f"chunk-{time.time_ns():020d}-{os.getpid()}.npz"
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, sample_id=np.array(rows["sample_id"].astype(str).tolist(), dtype=str), features=features.astype(np.float32),
+                 file_size=stats["file_size"].to_numpy(), file_mtime_ns=stats["file_mtime_ns"].to_numpy(),
+                 file_fingerprint=np.array(prints, dtype=str))
+    return target
+
+
+def _stale_rows(cached: pd.DataFrame, unique: pd.DataFrame, paths: list[Path]) -> tuple[np.ndarray, pd.DataFrame, bool]:
+    """(mask over `unique` of rows to embed, cached rows with their stats recorded or refreshed, whether any were).
+
+    Missing from the cache -> embed. File unreadable now -> keep the cached row. No stats recorded
+    (an old cache) -> keep, record them. Other size -> embed. Same size, same mtime -> keep.
+    Same size, new mtime -> the fingerprint decides (and a kept row gets the new mtime).
+    """
+    current = _file_stats(paths)
+    where = pd.Series(np.arange(len(cached)), index=cached["sample_id"].to_numpy(), dtype=float)
+    at = where.reindex(unique["sample_id"].to_numpy()).to_numpy()
+    todo = np.isnan(at)
+    hit = np.flatnonzero(~todo)
+    j = at[hit].astype(np.int64)
+    size, mtime = current["file_size"].to_numpy()[hit], current["file_mtime_ns"].to_numpy()[hit]
+    old_size = cached["file_size"].to_numpy(dtype=np.int64, na_value=-2)[j]
+    old_mtime = cached["file_mtime_ns"].to_numpy(dtype=np.int64, na_value=-2)[j]
+    readable, known = size >= 0, old_size != -2
+    todo[hit[readable & known & (old_size != size)]] = True
+    record = {int(k): fingerprint(paths[hit[k]], int(size[k])) for k in np.flatnonzero(readable & ~known)}
+    for k in np.flatnonzero(readable & known & (old_size == size) & (old_mtime != mtime)):
+        now = fingerprint(paths[hit[k]], int(size[k]))
+        if now == cached.at[int(j[k]), "file_fingerprint"]:
+            record[int(k)] = now
+        else:
+            todo[hit[k]] = True
+    if not record:
+        return todo, cached, False
+    cached = cached.copy()
+    for k, mark in record.items():
+        row = int(j[k])
+        cached.at[row, "file_size"], cached.at[row, "file_mtime_ns"], cached.at[row, "file_fingerprint"] = int(size[k]), int(mtime[k]), mark
+    return todo, cached, True
