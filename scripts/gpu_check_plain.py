@@ -44,6 +44,17 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return None
 
 
+def fetch_one_ahead(loader):
+    """(batch, is_last), fetching the next batch before handing out the current one, as Lightning's
+    data fetcher does: both arms then load the same batches inside their timed windows."""
+    it = iter(loader)
+    current = next(it, None)
+    while current is not None:
+        following = next(it, None)
+        yield current, following is None
+        current = following
+
+
 def train(cfg, skip_epochs: int = 1) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     device = resolve_device(str(cfg.trainer.accelerator))
@@ -69,11 +80,11 @@ def train(cfg, skip_epochs: int = 1) -> dict:
     inv_std = 1.0 / (torch.tensor(data_config["std"], device=device).view(1, -1, 1, 1) * 255.0)
     dtype = autocast_dtype(cfg.trainer.precision)
     clock = EpochClock(skip_epochs)
-    n_batches = len(loader)
     for _ in range(epochs):
-        for i, batch in enumerate(loader):
-            clock.batch_start(i, device)
+        for i, (batch, last) in enumerate(fetch_one_ahead(loader)):
+            # to the device before the clock, as Lightning moves it before on_train_batch_start
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            clock.batch_start(i, device)
             if x.dtype == torch.uint8:
                 x = x.float().sub_(mean).mul_(inv_std)
             x = x.contiguous(memory_format=memory_format)
@@ -84,7 +95,7 @@ def train(cfg, skip_epochs: int = 1) -> dict:
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            clock.batch_end(len(y), i + 1 == n_batches, device)
+            clock.batch_end(len(y), last, device)
     return {"arm": "plain", **clock.result(), **peak_memory(device), "device": device_name(device),
             "precision": str(cfg.trainer.precision), "batch_size": int(cfg.data.batch_size), "final_loss": loss.item()}
 

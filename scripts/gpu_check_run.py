@@ -8,7 +8,8 @@ effnet-lite0 weights (gpu profile); (a) scripts/gpu_check_plain.py and (b) `kibb
 same overrides, timed by gpu_check_timer (validation and test off in both); (c) `kibble kfold cv=kfold3
 trainer.max_epochs=1` (full fine-tune) with its queue. Writes <out>/gpu_check.json and prints a summary.
 Profiles: gpu = tf_efficientnet_lite0 (offline ImageNet weights) at 224 px, bf16-mixed, batch 128;
-smoke = timm's test_resnet from scratch at 32 px, fp32, batch 16, no workers (CPU, CI).
+10 epochs per train run (the first not timed), 2 runs per arm;
+smoke = timm's test_resnet from scratch at 32 px, fp32, batch 16, no workers, 3 epochs, 1 run (CPU, CI).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ ROOT = SCRIPTS.parent
 TARGET_RATIO = 0.95
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "gpu": {"epochs": 6, "batch": 128, "px": 224, "backbone": "tf_efficientnet_lite0"},
-    "smoke": {"epochs": 3, "batch": 16, "px": 32, "backbone": "test_resnet", "workers": 0},
+    "gpu": {"epochs": 10, "batch": 128, "px": 224, "backbone": "tf_efficientnet_lite0", "repeats": 2},
+    "smoke": {"epochs": 3, "batch": 16, "px": 32, "backbone": "test_resnet", "workers": 0, "repeats": 1},
 }
 
 
@@ -159,9 +160,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (gpu profile: CPU count - 2, 2..12)")
     parser.add_argument("--px", type=int, default=None)
     parser.add_argument("--backbone", default=None, help="smoke profile only (gpu: tf_efficientnet_lite0, the offline weights)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per train arm, interleaved (plain, kibble, kibble, plain, ...)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per train arm, interleaved (plain, kibble, kibble, plain, ...); median")
     parser.add_argument("--no-kfold", action="store_true")
-    parser.add_argument("--install-s", type=float, default=None, help="install time measured by gpu_check.sh (recorded)")
+    parser.add_argument("--setup-s", type=float, default=None, help="gpu_check.sh's checks + install time (recorded)")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for all three runs (after --)")
     args = parser.parse_args()
     prof = PROFILES[args.profile]
@@ -169,6 +170,7 @@ def main() -> int:
     args.batch = args.batch or prof["batch"]
     args.px = args.px or prof["px"]
     args.backbone = args.backbone or prof["backbone"]
+    args.repeats = args.repeats or prof["repeats"]
     args.workers = args.workers if args.workers is not None else prof.get("workers", default_workers())
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is warm-up and not timed)")
@@ -182,8 +184,8 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))}
     env.pop("HYDRA_FULL_ERROR", None)
     timings: dict[str, float] = {}
-    if args.install_s is not None:
-        timings["install"] = round(args.install_s, 2)
+    if args.setup_s is not None:
+        timings["setup"] = round(args.setup_s, 2)
     summary: dict[str, Any] = {
         "profile": args.profile, "accelerator": args.accelerator, "target_ratio": TARGET_RATIO,
         "config": {"backbone": args.backbone, "px": args.px, "batch": args.batch, "workers": args.workers, "epochs": args.epochs,
