@@ -99,7 +99,7 @@ class Bench:
         """A fresh workspace whose train labels are `noisy` (by sample_id), truth in `true_label`."""
         from kibble.data.manifest import save_manifest
         from kibble.io import atomic_write_parquet
-        from kibble.queue.history import initial_events
+        from kibble.labels.history import initial_events
 
         ws = self.base / name
         shutil.rmtree(ws, ignore_errors=True)
@@ -217,8 +217,8 @@ def run_random(bench: Bench, ws: Path, budget: int, rounds: int, seed: int) -> d
     simulated annotator and merged; retrain after round 1 and after the last round."""
     from kibble.data.classes import ClassList
     from kibble.data.manifest import load_manifest
-    from kibble.queue.annotator import SimulatedAnnotator
-    from kibble.tasks.merge import merge_reviews
+    from kibble.annotation.annotator import SimulatedAnnotator
+    from kibble.labels.merge import merge_reviews
 
     classes = ClassList.load(ws / "classes.yaml")
     annotator = SimulatedAnnotator(error_rate=0.0, seed=seed)

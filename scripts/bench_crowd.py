@@ -23,9 +23,9 @@ import pandas as pd
 from kibble.benchmarks import record
 from kibble.config import compose_config
 from kibble.paths import Workspace
-from kibble.queue.crowd import simulate_gold_round
-from kibble.queue.history import load_events
-from kibble.queue.policy import resolve_labels
+from kibble.annotation.crowd import simulate_gold_round
+from kibble.labels.history import load_events
+from kibble.labels.policy import resolve_labels
 
 CROWDS = {
     "careless": [{"name": "a", "error_rate": 0.02}, {"name": "b", "error_rate": 0.05}, {"name": "c", "error_rate": 0.40}],

@@ -22,7 +22,7 @@ from kibble.data.sources import (
     stratified_split,
 )
 from kibble.paths import Workspace
-from kibble.queue.history import EVENT_COLUMNS
+from kibble.labels.history import EVENT_COLUMNS
 
 WNIDS = [b.split("-", 1)[0] for b in DOG_BREEDS]
 

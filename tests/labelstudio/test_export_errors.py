@@ -24,7 +24,8 @@ from kibble.labelstudio.sync import (
 )
 from kibble.paths import Workspace
 from kibble.queue.formats import labeling_config, write_queue_files
-from kibble.queue.history import initial_events, load_events
+from kibble.labels.history import initial_events, load_events
+from kibble.labels.lock import LOCK_DIR
 
 CLASSES = ["cat", "dog", "fox"]
 PROJECT = 7
@@ -73,7 +74,9 @@ def export() -> list[dict]:
 
 
 def snapshot(ws: Workspace) -> dict:
-    return {str(p.relative_to(ws.root)): p.read_bytes() for p in sorted(ws.root.rglob("*")) if p.is_file()}
+    """Every file of the workspace but the lock's (`.kibble/`: an empty lock file may appear, it holds no data)."""
+    return {str(p.relative_to(ws.root)): p.read_bytes() for p in sorted(ws.root.rglob("*"))
+            if p.is_file() and p.relative_to(ws.root).parts[0] != LOCK_DIR}
 
 
 def config(names=CLASSES) -> str:
@@ -178,7 +181,7 @@ def test_image_modes():
 
 def test_export_file_without_annotator_fails_in_kibble_merge_too(tmp_path):
     """The same rule for an export file given to `kibble merge` (reviews.read_reviews)."""
-    from kibble.queue.reviews import read_reviews
+    from kibble.labels.reviews import read_reviews
 
     bad = export()
     bad[0]["annotations"][0]["completed_by"] = {"id": None, "email": ""}

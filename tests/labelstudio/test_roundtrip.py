@@ -14,7 +14,7 @@ from helpers import run_kibble
 from kibble.data.classes import ClassList
 from kibble.paths import Workspace
 from kibble.queue.formats import write_queue_files
-from kibble.queue.history import load_events
+from kibble.labels.history import load_events
 
 pytestmark = pytest.mark.slow
 

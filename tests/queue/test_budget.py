@@ -16,11 +16,11 @@ from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest
 from kibble.paths import Workspace
 from kibble.predictions.store import make_frame
-from kibble.queue.annotator import SimulatedAnnotator
+from kibble.annotation.annotator import SimulatedAnnotator
 from kibble.queue.budget import BudgetSplit, split_budget
 from kibble.queue.callback import BuildQueue
 from kibble.rounds import RoundContext
-from kibble.tasks.merge import merge_reviews
+from kibble.labels.merge import merge_reviews
 
 
 def test_split_budget_forms():

@@ -11,7 +11,7 @@ from kibble.data.classes import ClassList
 from kibble.paths import Workspace
 from kibble.queue.builder import QUEUE_COLUMNS, allocate_quotas, build_queue, resolve_budget, settled_samples
 from kibble.queue.callback import BuildQueue
-from kibble.queue.history import append_events, initial_events, make_events
+from kibble.labels.history import append_events, initial_events, make_events
 from kibble.rounds import RoundContext
 from kibble.strategies.base import StrategyOutput
 

@@ -16,7 +16,7 @@ from kibble.queue.formats import (
     labeling_config,
     write_queue_files,
 )
-from kibble.queue.history import VERDICTS
+from kibble.labels.history import VERDICTS
 
 CLASSES = ClassList.from_names(
     ["n02085620-Chihuahua", "n02086240-Shih-Tzu", "n02099601-golden_retriever"],

@@ -1,6 +1,6 @@
 """Gold questions + a careless vendor: quality flags it, gold-based weighting beats plain majority.
 
-A round is simulated on the digits manifest without a model (`kibble.queue.crowd.simulate_gold_round`, also behind
+A round is simulated on the digits manifest without a model (`kibble.annotation.crowd.simulate_gold_round`, also behind
 scripts/bench_crowd.py): the queue is built directly from the
 train rows like a good cleaning queue would (40 % of the imported labels are flipped; the queue holds
 the flipped rows plus half as many clean ones), an expert confirms 150 other samples (the gold
@@ -22,10 +22,10 @@ import pytest
 from helpers import import_workspace
 from kibble import KibbleError
 from kibble.paths import Workspace
-from kibble.queue.crowd import simulate_gold_round
-from kibble.queue.gold import GOLD_FILE
-from kibble.queue.history import load_events
-from kibble.queue.policy import resolve_labels
+from kibble.annotation.crowd import simulate_gold_round
+from kibble.annotation.gold import GOLD_FILE
+from kibble.labels.history import load_events
+from kibble.labels.policy import resolve_labels
 
 SEED = 1
 CROWD = [{"name": "a", "error_rate": 0.02}, {"name": "b", "error_rate": 0.05}, {"name": "c", "error_rate": 0.40}]

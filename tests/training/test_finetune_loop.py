@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY_FINETUNE_KFOLD, compose_config, import_workspace
 from kibble.io import read_json
 from kibble.paths import Workspace
-from kibble.queue.history import load_events
+from kibble.labels.history import load_events
 from kibble.tasks import loop
 
 

@@ -37,9 +37,10 @@ from kibble.queue.formats import (
     load_queues,
     validate_queue,
 )
-from kibble.queue.history import now_utc
-from kibble.queue.reviews import reviews_from_labelstudio
-from kibble.tasks.merge import merge_reviews
+from kibble.labels.history import now_utc
+from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
+from kibble.labels.merge import merge_reviews
+from kibble.labels.reviews import reviews_from_labelstudio
 
 RECORD = "labelstudio.json"
 EXPORT = "labelstudio_export.json"
@@ -271,26 +272,30 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
 # ---------------------------------------------------------------------------------- pull
 def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[str, Any], label_config: str,
                  users: Mapping[int, str] | None = None, *, source: str = "review",
-                 policy: Mapping | None = None, quality: Mapping | None = None) -> dict[str, Any]:
-    """Check an export against the round's record and classes, merge it, keep it (the pull minus the network)."""
+                 policy: Mapping | None = None, quality: Mapping | None = None,
+                 lock_timeout: float | None = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """Check an export against the round's record and classes, merge it, keep it (the pull minus the network).
+
+    Reading the manifest, the merge and keeping the export run inside the workspace lock."""
     round_dir = ws.round_dir(round_index)
     where = f"Label Studio project {record['project_id']}"
-    classes = ClassList.load(ws.classes)
-    if list(record.get("classes") or classes.names) != classes.names:
-        raise KibbleError(f"{round_dir / RECORD}: pushed with another class list than classes.yaml now has; push the round again")
-    check_class_list(label_choices(label_config, f"{where} labeling config"), classes.names, f"{where} labeling config")
-    others = other_rounds_tasks(ws, round_index, int(record["project_id"]))
-    export = name_annotators(check_export(export, record, f"{where} export", others), users or {})
-    manifest = load_manifest(ws.manifest, classes.names)
-    reviews = reviews_from_labelstudio(export, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
-                                       source=f"{where} export")
-    summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality)
-    atomic_write_json(round_dir / EXPORT, export)
+    with workspace_lock(ws, "kibble labelstudio pull", lock_timeout):
+        classes = ClassList.load(ws.classes)
+        if list(record.get("classes") or classes.names) != classes.names:
+            raise KibbleError(f"{round_dir / RECORD}: pushed with another class list than classes.yaml now has; push the round again")
+        check_class_list(label_choices(label_config, f"{where} labeling config"), classes.names, f"{where} labeling config")
+        others = other_rounds_tasks(ws, round_index, int(record["project_id"]))
+        export = name_annotators(check_export(export, record, f"{where} export", others), users or {})
+        manifest = load_manifest(ws.manifest, classes.names)
+        reviews = reviews_from_labelstudio(export, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
+                                           source=f"{where} export")
+        summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality)
+        atomic_write_json(round_dir / EXPORT, export)
     return {**summary, "project_id": int(record["project_id"]), "export": str(round_dir / EXPORT)}
 
 
 def pull(ws: Workspace, round_index: int, server: Any, *, source: str = "review", policy: Mapping | None = None,
-         quality: Mapping | None = None) -> dict[str, Any]:
+         quality: Mapping | None = None, lock_timeout: float | None = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Export the round's project and merge its annotations (idempotent)."""
     round_dir = ws.round_dir(round_index)
     record = load_record(round_dir)
@@ -307,4 +312,4 @@ def pull(ws: Workspace, round_index: int, server: Any, *, source: str = "review"
                           f"on {server.url}; push the round again")
     export = server.export(record["project_id"])
     return merge_export(ws, round_index, export, record, project["label_config"], server.users(),
-                        source=source, policy=policy, quality=quality)
+                        source=source, policy=policy, quality=quality, lock_timeout=lock_timeout)

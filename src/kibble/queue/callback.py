@@ -1,4 +1,8 @@
-"""The queue as a round callback: strategies over the round's OOF -> queue files in rounds/NNN/."""
+"""The queue as a round callback: strategies over the round's OOF -> queue files in rounds/NNN/.
+
+The scoring runs unlocked; reading the history (which samples are settled) and writing the round's
+queue files run inside the workspace lock, so a merge cannot slip in between (`kibble.labels.lock`).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from kibble.io import atomic_write_csv, atomic_write_parquet
 from kibble.queue.budget import split_budget
 from kibble.queue.builder import build_queue, settled_samples
 from kibble.queue.formats import write_queue_files
-from kibble.queue.gold import GOLD_FILE, normalise_gold, round_gold
-from kibble.queue.history import load_events
+from kibble.annotation.gold import GOLD_FILE, normalise_gold, round_gold
+from kibble.labels.history import load_events
+from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
@@ -54,7 +59,7 @@ class BuildQueue:
         self.new_strategies = list(new_strategies)
         self.new_params = {k: dict(v) for k, v in (new_params or {}).items()}
         self.new_quotas = dict(new_quotas) if new_quotas else None
-        self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, queue/gold.py)
+        self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, annotation/gold.py)
         for name in self.strategies:  # a typo fails here, before the round trains, not after
             if name not in self.extra_strategies:
                 get_strategy(name)
@@ -89,6 +94,12 @@ class BuildQueue:
 
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
         outputs = self.score(ctx)
+        cfg = ctx.cfg if ctx.cfg is not None else {}
+        with workspace_lock(ctx.workspace, f"kibble {cfg.get('task_name') or 'queue'}", lock_timeout_of(cfg)):
+            return self._write(ctx, outputs)
+
+    def _write(self, ctx: RoundContext, outputs: dict[str, StrategyOutput]) -> dict[str, Any]:
+        """The queue from the strategies' outputs, written to rounds/NNN/; the caller holds the workspace lock."""
         oof = ctx.oof
         suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
         split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))

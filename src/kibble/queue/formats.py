@@ -32,7 +32,7 @@ from kibble import KibbleError
 from kibble.values import is_missing
 from kibble.data.classes import ClassList
 from kibble.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from kibble.queue.history import VERDICTS
+from kibble.labels.history import VERDICTS
 
 QUEUE_COLUMNS = [
     "queue_id", "round", "rank", "sample_id", "path", "given_label",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from kibble.paths import Workspace
-from kibble.queue.assess import FEEDBACK_FILE, QUALITY_FILE
+from kibble.annotation.assess import FEEDBACK_FILE, QUALITY_FILE
 from kibble.report.document import Section, escape, table_html, thumbnail_uri
 
 QUALITY_TABLE = ["annotator", "n_answers", "gold_n", "gold_accuracy", "weight", "kappa_mean", "agreement_with_others", "answers_per_hour", "flagged", "flag_reason"]

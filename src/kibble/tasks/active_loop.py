@@ -38,7 +38,7 @@ from kibble.queue.new_labels import build_new_queue, pool_rows, score_pool
 from kibble.rounds import update_round_metrics
 from kibble.strategies.active_registry import get_active_strategy
 from kibble.training.build import attach_features, build_data_and_model, build_trainer, features_mode, predict_rows, restore_best
-from kibble.tasks.merge import merge_reviews
+from kibble.labels.merge import merge_reviews
 
 log = logging.getLogger(__name__)
 COPIED = ("manifest.parquet", "classes.yaml", "label_events.parquet")

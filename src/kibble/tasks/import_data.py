@@ -18,7 +18,8 @@ from kibble.data.manifest import resolve_image_path, save_manifest, validate_man
 from kibble.data.sources import inject_noise, make_pool, pool_from_folder
 from kibble.io import atomic_write_json, atomic_write_parquet
 from kibble.paths import Workspace, config_dir
-from kibble.queue.history import initial_events
+from kibble.labels.history import initial_events
+from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.queue.new_labels import pool_rows
 
 log = logging.getLogger(__name__)
@@ -48,24 +49,27 @@ def run(cfg: DictConfig) -> dict:
     if float(noise.get("rate", 0.0)) > 0:
         frame = inject_noise(frame, names, float(noise["rate"]), int(noise.get("seed", 0)))
 
-    if cfg.overwrite:
-        for stale in (ws.root / "rounds", ws.label_events, ws.state):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
-    ws.root.mkdir(parents=True, exist_ok=True)
-    # a shipped taxonomy (Stanford Dogs / Imagewoof breed groups) when the class set matches
-    classes, taxonomy = taxonomy_for(names, display, cfg.get("taxonomy", "auto"))
-    classes.save(ws.classes)
-    atomic_write_parquet(ws.label_events, initial_events(frame))
-    save_manifest(frame, ws.manifest, classes.names)
-    data_root = Path(data_root).resolve()
-    try:
-        stored_root = os.path.relpath(data_root, ws.root) if data_root.is_relative_to(ws.root) else str(data_root)
-    except ValueError:
-        stored_root = str(data_root)
-    ws.update_state(round=0, data_root=stored_root)
+    with workspace_lock(ws, "kibble import", lock_timeout_of(cfg)):  # nobody merges into what is being replaced
+        if ws.manifest.is_file() and not cfg.overwrite:  # another import got here first
+            raise KibbleError(f"{ws.manifest}: workspace already imported; use a new workspace or overwrite=true")
+        if cfg.overwrite:
+            for stale in (ws.root / "rounds", ws.label_events, ws.state):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                elif stale.exists():
+                    stale.unlink()
+        ws.root.mkdir(parents=True, exist_ok=True)
+        # a shipped taxonomy (Stanford Dogs / Imagewoof breed groups) when the class set matches
+        classes, taxonomy = taxonomy_for(names, display, cfg.get("taxonomy", "auto"))
+        classes.save(ws.classes)
+        atomic_write_parquet(ws.label_events, initial_events(frame))
+        save_manifest(frame, ws.manifest, classes.names)
+        data_root = Path(data_root).resolve()
+        try:
+            stored_root = os.path.relpath(data_root, ws.root) if data_root.is_relative_to(ws.root) else str(data_root)
+        except ValueError:
+            stored_root = str(data_root)
+        ws.update_state(round=0, data_root=stored_root)
     report = {
         "source": cfg.source._target_,
         "n_images": len(frame),

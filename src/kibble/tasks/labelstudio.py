@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from kibble import KibbleError
+from kibble.labels.lock import lock_timeout_of
 from kibble.labelstudio.client import LabelStudioServer
 from kibble.labelstudio.sync import latest_pushed_round, pull, push
 from kibble.config import plain
@@ -39,7 +40,8 @@ def run(cfg: DictConfig, server: LabelStudioServer | None = None) -> dict[str, A
     round_index = int(cfg.round) if cfg.get("round") is not None else latest_pushed_round(ws)
     policy = plain(cfg.get("policy"))
     quality = plain(cfg.get("quality"))
-    result = pull(ws, round_index, server, source=str(cfg.review_source), policy=policy, quality=quality)
+    result = pull(ws, round_index, server, source=str(cfg.review_source), policy=policy, quality=quality,
+                  lock_timeout=lock_timeout_of(cfg))
     print(f"round {round_index}: pulled {result['n_reviews']} answers from Label Studio project {result['project_id']}: "
           f"{result['n_events_added']} new events ({result['n_duplicates']} already recorded), "
           f"{result['n_labels_changed']} labels changed, {result['n_ambiguous']} ambiguous; next round {result['next_round']}")

@@ -24,10 +24,11 @@ from kibble.config import plain
 from kibble.paths import Workspace, config_dir
 from kibble.rounds import update_round_metrics
 from kibble.report.round import write_round_report
+from kibble.annotation.crowd import write_assignments
+from kibble.annotation.gold import load_gold, normalise_gold, read_gold_list
+from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.labels.merge import merge_reviews
 from kibble.tasks import kfold
-from kibble.queue.crowd import write_assignments
-from kibble.queue.gold import load_gold, normalise_gold, read_gold_list
-from kibble.tasks.merge import merge_reviews
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,18 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
     noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
     picked = queue[~queue["sample_id"].isin(set(load_gold([round_dir])["sample_id"].astype(str)))]  # gold questions are no strategy's pick
     hits = int(picked["sample_id"].isin(noisy_ids).sum())
-    if hasattr(annotator, "assign"):  # a crowd (queue/crowd.py): each item to `overlap` members, recorded in assignments.csv
+    if hasattr(annotator, "assign"):  # a crowd (annotation/crowd.py): each item to `overlap` members, recorded in assignments.csv
         assignments = annotator.assign(queue)
         write_assignments(round_dir, queue, assignments)
         reviews = annotator.review(queue, before, classes.names, assignments=assignments)
     else:
         reviews = annotator.review(queue, before, classes.names)
-    atomic_write_csv(round_dir / "reviews.csv", reviews)
-    merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy), origin=str(round_dir / "reviews.csv"),
-                           quality=plain(cfg.get("quality")))
-    if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
-        ws.set_current_round(round_index + 1)
+    with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):  # the merge step: reviews, history, manifest, round together
+        atomic_write_csv(round_dir / "reviews.csv", reviews)
+        merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy),
+                               origin=str(round_dir / "reviews.csv"), quality=plain(cfg.get("quality")))
+        if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
+            ws.set_current_round(round_index + 1)
     after = load_manifest(ws.manifest, classes.names)
     metrics = read_json(round_dir / "metrics.json")
     row = {

@@ -1,178 +1,27 @@
-"""`kibble merge workspace=W reviews=FILE [review_source=review|expert|vendor] [round=N]`.
+"""`kibble merge workspace=W reviews=FILE [review_source=review|expert|vendor] [round=N] [lock_timeout=60]`.
 
-Reads reviews (CSV or Label Studio JSON export), appends them to label_events.parquet as events
-with deterministic ids (merging the same file twice adds nothing), rewrites the manifest's `label`
-and `excluded` columns from the label policy, and advances the workspace to the next round.
-Everything is validated before the first write; every write is atomic.
+Reads reviews (CSV or Label Studio JSON export) and folds them into the label history through
+`kibble.labels.merge.merge_reviews`. The file is read inside the workspace lock, so the verdicts it
+infers compare with the labels the merge then overwrites, even when another writer ran just before.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from kibble import KibbleError
-from kibble.values import is_missing
-from kibble.data.classes import ClassList
-from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
 from kibble.config import plain
+from kibble.data.classes import ClassList
+from kibble.data.manifest import load_manifest
+from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.labels.merge import REVIEW_SOURCES, event_id, merge_reviews  # noqa: F401  (kibble.tasks.merge.merge_reviews still works)
+from kibble.labels.reviews import read_reviews
 from kibble.paths import Workspace, config_dir
 from kibble.queue.formats import load_queues
-from kibble.queue.history import SOURCES, append_events, load_events, make_events, now_utc
-from kibble.queue.assess import assess_rounds, tag_records, write_assessments
-from kibble.queue.policy import normalise_policy, resolve_labels
-from kibble.queue.quality import human_note
-from kibble.queue.reviews import REVIEW_COLUMNS, read_reviews
-
-REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
-
-
-def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | None, source: str,
-             round_index: int, note: str | None) -> str:
-    """Deterministic id of a reviewed answer: the same answer merged twice gets the same id.
-
-    `confirmed` and `corrected` hash alike: they differ only by the label they are compared with,
-    which can change between two merges of the same file; the answer (this label) is the same.
-    """
-    kind = "label" if verdict in ("confirmed", "corrected") else verdict
-    return hashlib.sha256(json.dumps(
-        [str(sample_id), label, kind, annotator, source, int(round_index), note or ""], ensure_ascii=False
-    ).encode()).hexdigest()[:32]
-
-
-def _answer_key(sample_id, label, verdict, annotator, source, note) -> str:
-    return event_id(sample_id, label, verdict, annotator, source, -1, note)
-
-
-def merge_reviews(
-    workspace: str | Path | Workspace,
-    reviews: pd.DataFrame,
-    source: str = "review",
-    round_index: int | None = None,
-    policy: Mapping | None = None,
-    *,
-    origin: str = "reviews",
-    quality: Mapping | None = None,
-) -> dict[str, Any]:
-    """Fold a validated reviews table (`read_reviews`, `SimulatedAnnotator.review`) into the workspace.
-
-    Round of each answer: `round_index` if given, else the review's own `round` (Label Studio
-    `data.round`, a CSV `round` column), else the workspace's current round. Answers without an
-    explicit round that are identical (sample, label, verdict, annotator, source, note) to one
-    already recorded from the same source count as already merged, so re-merging a CSV after the
-    round advanced adds nothing either.
-    """
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    ws.require()
-    if source not in REVIEW_SOURCES:
-        raise KibbleError(f"review_source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
-    pol = normalise_policy(policy)
-    missing = [c for c in ("sample_id", "label", "verdict", "annotator") if c not in reviews.columns]
-    if missing:
-        raise KibbleError(f"{origin}: missing column(s) {missing}; reviews need {REVIEW_COLUMNS}")
-    classes = ClassList.load(ws.classes)
-    manifest = load_manifest(ws.manifest, classes.names)
-    current_labels = dict(zip(manifest["sample_id"], manifest["label"]))
-    unknown = sorted(set(reviews["sample_id"].astype(str)) - set(current_labels))
-    if unknown:
-        raise KibbleError(f"{origin}: unknown sample_id {unknown[0]!r} ({len(unknown)} unknown); reviews must refer to manifest samples")
-    bad_labels = sorted({str(v) for v in reviews["label"] if not _na(v) and str(v) != ""} - set(classes.names))
-    if bad_labels:
-        raise KibbleError(f"{origin}: unknown class {bad_labels[0]!r} ({len(bad_labels)} unknown); use class names from classes.yaml "
-                          "(read files with kibble.queue.reviews.read_reviews, which checks every row)")
-
-    current_round = ws.current_round()
-    old = load_events(ws.label_events)
-    existing_ids = set(old["event_id"].astype(str))
-    same_source = old[old["source"].astype(str) == source]
-    recorded_answers = {
-        _answer_key(*(None if _na(v) else v for v in vals))
-        for vals in zip(same_source["sample_id"], same_source["label"], same_source["verdict"],
-                        same_source["annotator"], same_source["source"], same_source["note"].map(human_note))
-    }
-    created = now_utc()
-    records, batch_ids = [], set()
-    merged_rounds: list[int] = []
-    n_duplicates = 0
-    for rec in reviews.to_dict("records"):
-        sid = str(rec["sample_id"])
-        label, verdict = _opt(rec.get("label")), str(rec["verdict"])
-        annotator, note = _opt(rec.get("annotator")), _opt(rec.get("note")) or ""
-        own_round = rec.get("round")
-        explicit = round_index is not None or not _na(own_round)
-        rnd = int(round_index) if round_index is not None else (int(own_round) if not _na(own_round) else current_round)
-        eid = event_id(sid, label, verdict, annotator, source, rnd, note)
-        if eid in existing_ids or eid in batch_ids:
-            n_duplicates += 1
-            merged_rounds.append(rnd)
-            continue
-        if not explicit and _answer_key(sid, label, verdict, annotator, source, note) in recorded_answers:
-            n_duplicates += 1  # merged before, when the workspace was at an earlier round
-            continue
-        batch_ids.add(eid)
-        merged_rounds.append(rnd)
-        records.append({
-            "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
-            "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
-            "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
-            "lead_time": None if _na(rec.get("lead_time")) else float(rec["lead_time"]),  # seconds (answers/hour)
-        })
-    assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
-    tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
-    new = make_events(records)  # checks verdicts and sources
-    events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
-    resolved = resolve_labels(events, pol)
-
-    updated = manifest.copy()
-    by_sid = resolved.set_index("sample_id")
-    hit = updated["sample_id"].isin(by_sid.index)
-    new_labels = updated["label"].astype(object).copy()
-    new_labels[hit] = updated.loc[hit, "sample_id"].map(by_sid["label"]).astype(object)
-    updated["label"] = new_labels.where(new_labels.notna(), None)
-    excluded = pd.Series(False, index=updated.index)
-    excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
-    updated["excluded"] = excluded.astype(bool)
-    # a pool image that got a label (a kind=new review) joins the training set
-    to_train = (updated["split"] == "pool") & updated["label"].notna()
-    updated.loc[to_train, "split"] = "train"
-    updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
-
-    changed = [_opt(a) != _opt(b) for a, b in zip(manifest["label"], updated["label"])]
-    old_excluded = manifest["excluded"].fillna(False).astype(bool) if "excluded" in manifest else pd.Series(False, index=manifest.index)
-    manifest_changed = any(changed) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
-
-    # all checks passed: write history, then the manifest view, then the round
-    if len(new):
-        append_events(ws.label_events, new)
-    if manifest_changed:
-        save_manifest(updated, ws.manifest, classes.names)
-    flagged = write_assessments(ws, assessed, events) if assessed else {}
-    next_round = max([current_round] + [r + 1 for r in merged_rounds])
-    if next_round != current_round:
-        ws.set_current_round(next_round)
-    summary = {
-        "reviews": origin,
-        "source": source,
-        "n_reviews": int(len(reviews)),
-        "n_events_added": int(len(new)),
-        "n_duplicates": int(n_duplicates),
-        "n_labels_changed": int(sum(changed)),
-        "n_excluded": int(updated["excluded"].sum()),
-        "n_pool_labelled": int(to_train.sum()),
-        "n_ambiguous": int((resolved["status"] == "ambiguous").sum()),
-        "rounds": sorted(set(merged_rounds)),
-        "annotators_flagged": sorted({a for names in flagged.values() for a in names}),
-        "round": current_round,
-        "next_round": next_round,
-    }
-    return summary
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -182,13 +31,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     path = Path(str(cfg.reviews)).expanduser()
     if not path.is_file() and not path.is_absolute() and (ws.root / path).is_file():
         path = ws.root / path
-    classes = ClassList.load(ws.classes)
-    manifest = load_manifest(ws.manifest, classes.names)
-    reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
-    policy = plain(cfg.get("policy"))
     round_index = cfg.get("round")
-    summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
-                            policy=policy, origin=str(path), quality=plain(cfg.get("quality")))
+    with workspace_lock(ws, f"kibble {cfg.get('task_name') or 'merge'}", lock_timeout_of(cfg)):
+        classes = ClassList.load(ws.classes)
+        manifest = load_manifest(ws.manifest, classes.names)
+        reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
+        summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
+                                policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")))
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "
@@ -197,13 +46,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         + (f"; flagged annotators: {', '.join(summary['annotators_flagged'])}" if summary["annotators_flagged"] else "")
     )
     return summary
-
-
-_na = is_missing
-
-
-def _opt(value: Any) -> str | None:
-    return None if _na(value) or str(value) == "" else str(value)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="merge")

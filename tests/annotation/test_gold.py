@@ -8,8 +8,8 @@ import pytest
 
 from kibble import KibbleError
 from kibble.queue.builder import queue_id
-from kibble.queue.gold import GOLD_COLUMNS, gold_pool, load_gold, mix_gold, n_gold_items, normalise_gold, read_gold_list
-from kibble.queue.history import make_events
+from kibble.annotation.gold import GOLD_COLUMNS, gold_pool, load_gold, mix_gold, n_gold_items, normalise_gold, read_gold_list
+from kibble.labels.history import make_events
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -88,7 +88,7 @@ def test_gold_bad_inputs(manifest, tmp_path):
 
 def test_gold_rows_do_not_stand_out(manifest):
     """Gold rows take a real relabel row's score/strategy and a suggestion other than their given label."""
-    from kibble.queue.gold import suggestion_look
+    from kibble.annotation.gold import suggestion_look
 
     queue = make_queue(manifest, n=60)
     queue.loc[40:, "kind"] = "new"  # pool rows: no given label, not templates for gold

@@ -187,7 +187,7 @@ def load_gold(round_dirs) -> pd.DataFrame:
 
 def round_gold(ctx, queue: pd.DataFrame, cfg: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The queue callback's step: this round's gold pool mixed into its queue (kibble.rounds.RoundContext)."""
-    from kibble.queue.history import load_events
+    from kibble.labels.history import load_events
 
     cfg = normalise_gold(cfg)
     gold_list = read_gold_list(cfg["list"], ctx.manifest, ctx.classes.names) if cfg["list"] else None

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kibble import KibbleError
-from kibble.queue.reviews import REVIEW_COLUMNS, read_reviews
+from kibble.labels.reviews import REVIEW_COLUMNS, read_reviews
 
 CLASSES = ["cat", "dog", "fox"]
 MANIFEST = pd.DataFrame(

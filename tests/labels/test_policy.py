@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from kibble import KibbleError
-from kibble.queue.history import initial_events, make_events
-from kibble.queue.policy import resolve_labels
+from kibble.labels.history import initial_events, make_events
+from kibble.labels.policy import resolve_labels
 
 MANIFEST = pd.DataFrame({"sample_id": ["s1", "s2", "s3"], "path": ["a", "b", "c"],
                          "label": ["cat", "dog", None], "split": ["train", "train", "pool"]})

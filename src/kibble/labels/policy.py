@@ -22,7 +22,7 @@ The rule (default policy `{authority: [expert, review, vendor, simulated, import
 
 `annotator_weighting` (none | gold | discard_flagged) sets what a vote counts in step 2-3: 1, the
 annotator's gold log-odds weight, or 0 for flagged annotators — read from the quality tag merge
-puts in the event's note (`queue/quality.py`); answers on gold questions never vote.
+puts in the event's note (`annotation/quality.py`); answers on gold questions never vote.
 
 Why authority before recency: an expert's answer is the reference a vendor is measured against;
 a vendor answering the same image in a later round must not undo it. Only a later answer of the
@@ -41,13 +41,13 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.values import is_missing
-from kibble.queue.history import SOURCES
-from kibble.queue.quality import parse_tag
+from kibble.labels.history import SOURCES
+from kibble.annotation.quality import parse_tag
 
 DEFAULT_AUTHORITY = ["expert", "review", "vendor", "simulated", "import"]
 DEFAULT_POLICY: dict[str, Any] = {"authority": DEFAULT_AUTHORITY, "precedence": "authority", "annotator_weighting": "none"}
 PRECEDENCES = ("authority", "round")
-WEIGHTINGS = ("none", "gold", "discard_flagged")  # how annotators' votes count (queue/quality.py tags in the note)
+WEIGHTINGS = ("none", "gold", "discard_flagged")  # how annotators' votes count (annotation/quality.py tags in the note)
 STATUSES = ("imported", "confirmed", "corrected", "ambiguous", "out_of_scope", "unlabeled")
 RESOLVED_COLUMNS = ["sample_id", "label", "excluded", "status"]
 _OUT, _AMBIGUOUS = object(), object()

@@ -1,4 +1,7 @@
-"""The label history: label_events.parquet is append-only; the manifest's label is a view of it."""
+"""The label history: label_events.parquet is append-only; the manifest's label is a view of it.
+
+Writers hold the workspace lock (`kibble.labels.lock`); readers need nothing, the file is replaced atomically.
+"""
 
 from __future__ import annotations
 
@@ -77,9 +80,13 @@ def load_events(path: str | Path) -> pd.DataFrame:
     return events
 
 
-def append_events(path: str | Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Append (never rewrite earlier rows); the write is atomic."""
-    old = load_events(path)
+def append_events(path: str | Path, new: pd.DataFrame, existing: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Append (never rewrite earlier rows); the write is atomic.
+
+    Call it inside the workspace lock (`kibble.labels.lock`). `existing`: the history as the caller
+    read it under that lock (saves reading it again); without it the file is read here.
+    """
+    old = load_events(path) if existing is None else existing
     merged = pd.concat([old, new[EVENT_COLUMNS]], ignore_index=True) if len(old) else new[EVENT_COLUMNS].reset_index(drop=True)
     atomic_write_parquet(path, merged)
     return merged

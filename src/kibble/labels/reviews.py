@@ -29,7 +29,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.values import optional_text
 from kibble.queue.formats import LABEL_CONTROL, NOTE_CONTROL, VERDICT_CONTROL
-from kibble.queue.history import VERDICTS
+from kibble.labels.history import VERDICTS
 
 REVIEW_COLUMNS = ["sample_id", "label", "verdict", "annotator", "note", "queue_id", "created_at", "lead_time", "round"]
 CSV_REQUIRED = ["sample_id", "label", "verdict", "annotator"]

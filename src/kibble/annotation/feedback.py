@@ -14,7 +14,7 @@ from itertools import combinations
 
 import pandas as pd
 
-from kibble.queue.quality import human_note, parse_tag
+from kibble.annotation.quality import human_note, parse_tag
 from kibble.values import is_missing
 
 FEEDBACK_COLUMNS = ["class_a", "class_b", "n_ambiguous", "n_disagreements", "n_total", "n_annotators", "notes", "examples"]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from kibble import KibbleError
-from kibble.queue.annotator import SimulatedAnnotator
-from kibble.queue.reviews import REVIEW_COLUMNS, validate_reviews
+from kibble.annotation.annotator import SimulatedAnnotator
+from kibble.labels.reviews import REVIEW_COLUMNS, validate_reviews
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 N = 200

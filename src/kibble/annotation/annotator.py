@@ -10,8 +10,8 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.values import is_missing
-from kibble.queue.history import now_utc
-from kibble.queue.reviews import REVIEW_COLUMNS
+from kibble.labels.history import now_utc
+from kibble.labels.reviews import REVIEW_COLUMNS
 
 
 class SimulatedAnnotator:

@@ -9,12 +9,12 @@ from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.paths import Workspace
 from kibble.queue.builder import queue_id
-from kibble.queue.crowd import SimulatedCrowd, assign_overlap, write_assignments
-from kibble.queue.feedback import guideline_feedback
+from kibble.annotation.crowd import SimulatedCrowd, assign_overlap, write_assignments
+from kibble.annotation.feedback import guideline_feedback
 from kibble.queue.formats import write_queue_files
-from kibble.queue.history import make_events
+from kibble.labels.history import make_events
 from kibble.report.annotators import round_sections
-from kibble.tasks.merge import merge_reviews
+from kibble.labels.merge import merge_reviews
 
 CROWD = [{"name": "a", "error_rate": 0.0, "seconds_per_item": 5}, {"name": "b", "error_rate": 0.3},
          {"name": "c", "error_rate": 0.0, "ambiguous_rate": 0.5}]
@@ -130,7 +130,7 @@ def test_lead_time_is_kept_in_the_history(fresh_digits_workspace):
     import numpy as np
 
     from kibble.io import atomic_write_parquet
-    from kibble.queue.history import EVENT_COLUMNS, load_events
+    from kibble.labels.history import EVENT_COLUMNS, load_events
 
     ws = Workspace(fresh_digits_workspace)
     classes = ClassList.load(ws.classes)

@@ -1,7 +1,7 @@
 """Annotator quality: accuracy on gold items, agreement on overlapping items, speed, flags, vote weights.
 
 Pure functions over a reviews table (`REVIEW_COLUMNS`: one row per annotator answer) and a gold
-table (`sample_id, gold_label`). They write nothing; `tasks/merge.py` calls `annotator_quality`
+table (`sample_id, gold_label`). They write nothing; `labels/merge.py` calls `annotator_quality`
 after ingesting reviews and records the result in the events and `rounds/NNN/annotator_quality.json`.
 
 Why log-odds weights: for a K-class vote where an annotator is right with probability p and

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kibble import KibbleError
-from kibble.queue.quality import (
+from kibble.annotation.quality import (
     agreement, annotator_quality, answers_per_hour, cohen_kappa, gold_accuracy, human_note, krippendorff_alpha,
     log_odds_weight, parse_tag, quality_tag, with_tag,
 )

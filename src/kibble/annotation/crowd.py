@@ -19,8 +19,8 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.io import atomic_write_csv
-from kibble.queue.annotator import SimulatedAnnotator
-from kibble.queue.reviews import REVIEW_COLUMNS
+from kibble.annotation.annotator import SimulatedAnnotator
+from kibble.labels.reviews import REVIEW_COLUMNS
 
 ASSIGNMENT_COLUMNS = ["queue_id", "sample_id", "annotator"]
 ASSIGNMENTS_FILE = "assignments.csv"
@@ -160,9 +160,9 @@ def simulate_gold_round(ws, crowd: Sequence[Mapping[str, Any]], seed: int = 0, *
     from kibble.data.classes import ClassList
     from kibble.queue.builder import queue_id
     from kibble.queue.formats import write_queue_files
-    from kibble.queue.gold import GOLD_FILE, gold_pool, mix_gold
-    from kibble.queue.history import load_events
-    from kibble.tasks.merge import merge_reviews
+    from kibble.annotation.gold import GOLD_FILE, gold_pool, mix_gold
+    from kibble.labels.history import load_events
+    from kibble.labels.merge import merge_reviews
 
     classes = ClassList.load(ws.classes)
     manifest = pd.read_parquet(ws.manifest)

@@ -1,6 +1,6 @@
 """After a merge: per-round annotator quality (tags on the new events) and guideline feedback files.
 
-Called by `tasks/merge.py`. For every round a merge adds answers to, the round's crowd answers
+Called by `labels/merge.py`. For every round a merge adds answers to, the round's crowd answers
 (sources review/vendor/simulated: the already recorded ones plus the new batch) are scored against
 the round's gold (`rounds/NNN/gold.csv`): `quality.annotator_quality`. Each new event's note gets
 the quality tag (weight, gold accuracy, flagged; `gold_item` on gold questions) that the label
@@ -20,9 +20,9 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.io import atomic_write_csv, atomic_write_text
 from kibble.paths import Workspace
-from kibble.queue.feedback import guideline_feedback
-from kibble.queue.gold import load_gold
-from kibble.queue.quality import annotator_quality, quality_tag, with_tag
+from kibble.annotation.feedback import guideline_feedback
+from kibble.annotation.gold import load_gold
+from kibble.annotation.quality import annotator_quality, quality_tag, with_tag
 
 CROWD_SOURCES = ("review", "vendor", "simulated")
 QUALITY_FILE = "annotator_quality.json"

@@ -1,0 +1,192 @@
+"""The merge transaction: validated reviews -> new label events -> the manifest's label view -> the next round.
+
+Library code, called by `kibble merge`, `kibble labelstudio pull`, the loops and the simulated crowd.
+Answers get deterministic event ids (merging the same answers twice adds nothing). Everything is
+checked before the first write, every write is atomic, and the whole read-decide-write runs inside
+the workspace lock (`kibble.labels.lock`), so concurrent merges serialise instead of losing answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kibble import KibbleError
+from kibble.annotation.assess import assess_rounds, tag_records, write_assessments
+from kibble.annotation.quality import human_note
+from kibble.data.classes import ClassList
+from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
+from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
+from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
+from kibble.labels.policy import normalise_policy, resolve_labels
+from kibble.labels.reviews import REVIEW_COLUMNS
+from kibble.paths import Workspace
+from kibble.values import is_missing
+
+REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
+
+
+def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | None, source: str,
+             round_index: int, note: str | None) -> str:
+    """Deterministic id of a reviewed answer: the same answer merged twice gets the same id.
+
+    `confirmed` and `corrected` hash alike: they differ only by the label they are compared with,
+    which can change between two merges of the same file; the answer (this label) is the same.
+    """
+    kind = "label" if verdict in ("confirmed", "corrected") else verdict
+    return hashlib.sha256(json.dumps(
+        [str(sample_id), label, kind, annotator, source, int(round_index), note or ""], ensure_ascii=False
+    ).encode()).hexdigest()[:32]
+
+
+def _answer_key(sample_id, label, verdict, annotator, source, note) -> str:
+    return event_id(sample_id, label, verdict, annotator, source, -1, note)
+
+
+def merge_reviews(
+    workspace: str | Path | Workspace,
+    reviews: pd.DataFrame,
+    source: str = "review",
+    round_index: int | None = None,
+    policy: Mapping | None = None,
+    *,
+    origin: str = "reviews",
+    quality: Mapping | None = None,
+    task: str | None = None,
+    lock_timeout: float | None = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """Fold a validated reviews table (`read_reviews`, `SimulatedAnnotator.review`) into the workspace.
+
+    Round of each answer: `round_index` if given, else the review's own `round` (Label Studio
+    `data.round`, a CSV `round` column), else the workspace's current round. Answers without an
+    explicit round that are identical (sample, label, verdict, annotator, source, note) to one
+    already recorded from the same source count as already merged, so re-merging a CSV after the
+    round advanced adds nothing either.
+
+    The workspace lock is held from the first read of the manifest and the history to the last
+    write (`task` names the holder for a writer that has to wait; `lock_timeout` seconds, None = no
+    limit); a caller that already holds it (the loop, `kibble merge`) re-enters it without waiting.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws.require()
+    with workspace_lock(ws, task, lock_timeout):
+        return _merge_locked(ws, reviews, source, round_index, policy, origin, quality)
+
+
+def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index: int | None, policy: Mapping | None,
+                  origin: str, quality: Mapping | None) -> dict[str, Any]:
+    """The merge proper; the caller holds the workspace lock, so what it reads is what it overwrites."""
+    if source not in REVIEW_SOURCES:
+        raise KibbleError(f"review_source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
+    pol = normalise_policy(policy)
+    missing = [c for c in ("sample_id", "label", "verdict", "annotator") if c not in reviews.columns]
+    if missing:
+        raise KibbleError(f"{origin}: missing column(s) {missing}; reviews need {REVIEW_COLUMNS}")
+    classes = ClassList.load(ws.classes)
+    manifest = load_manifest(ws.manifest, classes.names)
+    current_labels = dict(zip(manifest["sample_id"], manifest["label"]))
+    unknown = sorted(set(reviews["sample_id"].astype(str)) - set(current_labels))
+    if unknown:
+        raise KibbleError(f"{origin}: unknown sample_id {unknown[0]!r} ({len(unknown)} unknown); reviews must refer to manifest samples")
+    bad_labels = sorted({str(v) for v in reviews["label"] if not _na(v) and str(v) != ""} - set(classes.names))
+    if bad_labels:
+        raise KibbleError(f"{origin}: unknown class {bad_labels[0]!r} ({len(bad_labels)} unknown); use class names from classes.yaml "
+                          "(read files with kibble.labels.reviews.read_reviews, which checks every row)")
+
+    current_round = ws.current_round()
+    old = load_events(ws.label_events)
+    existing_ids = set(old["event_id"].astype(str))
+    same_source = old[old["source"].astype(str) == source]
+    recorded_answers = {
+        _answer_key(*(None if _na(v) else v for v in vals))
+        for vals in zip(same_source["sample_id"], same_source["label"], same_source["verdict"],
+                        same_source["annotator"], same_source["source"], same_source["note"].map(human_note))
+    }
+    created = now_utc()
+    records, batch_ids = [], set()
+    merged_rounds: list[int] = []
+    n_duplicates = 0
+    for rec in reviews.to_dict("records"):
+        sid = str(rec["sample_id"])
+        label, verdict = _opt(rec.get("label")), str(rec["verdict"])
+        annotator, note = _opt(rec.get("annotator")), _opt(rec.get("note")) or ""
+        own_round = rec.get("round")
+        explicit = round_index is not None or not _na(own_round)
+        rnd = int(round_index) if round_index is not None else (int(own_round) if not _na(own_round) else current_round)
+        eid = event_id(sid, label, verdict, annotator, source, rnd, note)
+        if eid in existing_ids or eid in batch_ids:
+            n_duplicates += 1
+            merged_rounds.append(rnd)
+            continue
+        if not explicit and _answer_key(sid, label, verdict, annotator, source, note) in recorded_answers:
+            n_duplicates += 1  # merged before, when the workspace was at an earlier round
+            continue
+        batch_ids.add(eid)
+        merged_rounds.append(rnd)
+        records.append({
+            "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
+            "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
+            "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
+            "lead_time": None if _na(rec.get("lead_time")) else float(rec["lead_time"]),  # seconds (answers/hour)
+        })
+    assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
+    tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
+    new = make_events(records)  # checks verdicts and sources
+    events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
+    resolved = resolve_labels(events, pol)
+
+    updated = manifest.copy()
+    by_sid = resolved.set_index("sample_id")
+    hit = updated["sample_id"].isin(by_sid.index)
+    new_labels = updated["label"].astype(object).copy()
+    new_labels[hit] = updated.loc[hit, "sample_id"].map(by_sid["label"]).astype(object)
+    updated["label"] = new_labels.where(new_labels.notna(), None)
+    excluded = pd.Series(False, index=updated.index)
+    excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
+    updated["excluded"] = excluded.astype(bool)
+    # a pool image that got a label (a kind=new review) joins the training set
+    to_train = (updated["split"] == "pool") & updated["label"].notna()
+    updated.loc[to_train, "split"] = "train"
+    updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
+
+    changed = [_opt(a) != _opt(b) for a, b in zip(manifest["label"], updated["label"])]
+    old_excluded = manifest["excluded"].fillna(False).astype(bool) if "excluded" in manifest else pd.Series(False, index=manifest.index)
+    manifest_changed = any(changed) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
+
+    # all checks passed: write history, then the manifest view, then the round
+    if len(new):
+        append_events(ws.label_events, new, existing=old)
+    if manifest_changed:
+        save_manifest(updated, ws.manifest, classes.names)
+    flagged = write_assessments(ws, assessed, events) if assessed else {}
+    next_round = max([current_round] + [r + 1 for r in merged_rounds])
+    if next_round != current_round:
+        ws.set_current_round(next_round)
+    summary = {
+        "reviews": origin,
+        "source": source,
+        "n_reviews": int(len(reviews)),
+        "n_events_added": int(len(new)),
+        "n_duplicates": int(n_duplicates),
+        "n_labels_changed": int(sum(changed)),
+        "n_excluded": int(updated["excluded"].sum()),
+        "n_pool_labelled": int(to_train.sum()),
+        "n_ambiguous": int((resolved["status"] == "ambiguous").sum()),
+        "rounds": sorted(set(merged_rounds)),
+        "annotators_flagged": sorted({a for names in flagged.values() for a in names}),
+        "round": current_round,
+        "next_round": next_round,
+    }
+    return summary
+
+
+_na = is_missing
+
+
+def _opt(value: Any) -> str | None:
+    return None if _na(value) or str(value) == "" else str(value)
