@@ -8,7 +8,7 @@ reuse it; new images (a pool added later) are embedded incrementally. Layout of 
     chunks/*.npz          embeddings finished since the last consolidation (same columns + features)
     meta.json             backbone, weights, data config, one entry per embedding run
 
-Embedding is long (Stanford Dogs: ~12 min on 2 CPU cores, about a minute on a GPU), so it must
+Embedding is long (Stanford Dogs: ~12 min for effnet-lite0 on 2 CPU cores), so it must
 survive being killed: every `chunk_size` images (or `chunk_seconds`, whichever comes first) the
 finished embeddings are written as one chunk file, atomically. A re-run reads the consolidated
 cache plus the chunks, embeds only what is still missing, and then consolidates everything into
@@ -23,7 +23,7 @@ trusted and get them recorded. One process at a time writes a cache folder (an f
 
 On a GPU the backbone runs under autocast (bf16 where supported, else fp16) with channels_last;
 the cache key ignores precision, so a cache made on a GPU serves a CPU run and vice versa (bf16
-embeddings differ from fp32 ones by well under 1 %; meta.json records what each run used).
+embeddings differ slightly from fp32 ones; meta.json records the device and precision of each run).
 """
 
 from __future__ import annotations
