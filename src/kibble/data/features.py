@@ -18,7 +18,7 @@ A row is re-embedded when its image file was replaced: each row records the file
 and a fingerprint (hash of its first and last 4 KiB). A different size means a new image; a
 different mtime with the same size is settled by the fingerprint, so copying a workspace with
 `cp -r` (new mtimes) does not re-embed anything. Rows of old caches without these columns are
-trusted and get them recorded. One process at a time writes a cache folder (an flock on
+trusted and get them recorded. One process at a time writes a cache folder (a file lock on
 `.lock`): parallel fold jobs wait for the first to embed, then read its result.
 
 On a GPU the backbone runs under autocast (bf16 where supported, else fp16) with channels_last;
@@ -156,25 +156,24 @@ class _Progress:
 
 @contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
-    """flock on folder/.lock; no lock where there is no fcntl or the folder is read-only."""
-    try:
-        import fcntl
+    """An OS file lock on folder/.lock (released by the kernel if the holder dies); none if the folder is read-only."""
+    from filelock import FileLock, Timeout
 
+    try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".lock", "a+")
-    except (ImportError, OSError):
+        lock = FileLock(str(folder / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process that is embedding into %s", folder)
+            lock.acquire()
+    except OSError:
         yield
         return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process that is embedding into %s", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _with_stat_columns(frame: pd.DataFrame) -> pd.DataFrame:
