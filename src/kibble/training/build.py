@@ -77,6 +77,8 @@ def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True
         for name, lg_cfg in (cfg.get("logger") or {}).items():
             if lg_cfg is not None and "_target_" in lg_cfg:
                 loggers.append(hydra.utils.instantiate(lg_cfg, save_dir=str(out_dir)))
+    if torch.cuda.is_available():  # fp32 matmuls outside autocast may use TF32 (Lightning's advice on Ampere+)
+        torch.set_float32_matmul_precision("high")
     if cfg.trainer.get("sync_batchnorm") and cfg.trainer.get("accelerator") == "cpu" and "sync_batchnorm" not in overrides:
         # torch's SyncBatchNorm needs GPU modules; DDP on CPU (gloo) trains with per-process batch norm
         log.info("trainer.sync_batchnorm ignored on CPU")
