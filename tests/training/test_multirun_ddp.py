@@ -79,12 +79,12 @@ def test_a_job_leaves_no_process_group_or_launcher_env_behind(monkeypatch, tmp_p
 
 
 @pytest.mark.slow
-def test_two_job_multirun_with_two_ddp_ranks_each(digits_workspace: Path, tmp_path: Path):
+def test_two_job_multirun_with_two_ddp_ranks_each(fresh_digits_workspace: Path, tmp_path: Path):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available")
     sweep = tmp_path / "sweep"
     code, output = run_with_hard_timeout(
-        ["train", "-m", f"workspace={digits_workspace}", *TINY_DDP, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        ["train", "-m", f"workspace={fresh_digits_workspace}", *TINY_DDP, "seed=0,1", f"hydra.sweep.dir={sweep}"],
         tmp_path / "out.log", timeout=420,
     )
     assert code == 0, output[-4000:]
@@ -97,5 +97,24 @@ def test_two_job_multirun_with_two_ddp_ranks_each(digits_workspace: Path, tmp_pa
         assert not (sweep / job / "multirun.yaml").exists()
     ranks = re.findall(r"Initializing distributed: GLOBAL_RANK: (\d), MEMBER: \d/2", output)
     assert sorted(ranks) == ["0", "0", "1", "1"], output[-4000:]  # 2 ranks per job, 2 jobs
-    assert not (digits_workspace / "multiruns").exists()
+    assert not (fresh_digits_workspace / "multiruns").exists()
     assert output.count("test accuracy") == 2
+
+
+@pytest.mark.slow
+def test_per_fold_multirun_with_two_ddp_ranks_each_assembles_once(fresh_digits_workspace: Path, tmp_path: Path):
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available")
+    sweep, ws = tmp_path / "sweep", fresh_digits_workspace
+    code, output = run_with_hard_timeout(
+        ["kfold", "-m", f"workspace={ws}", *TINY_DDP, "cv.n_folds=2", "cv.fold=0,1", "round_callbacks.report=null", f"hydra.sweep.dir={sweep}"],
+        tmp_path / "out.log", timeout=480,
+    )
+    assert code == 0, output[-4000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert (sweep / job / "kfold_ddp_rank1.log").is_file()
+    ranks = re.findall(r"Initializing distributed: GLOBAL_RANK: (\d), MEMBER: \d/2", output)
+    assert sorted(ranks) == ["0", "0", "1", "1"], output[-4000:]
+    assert output.count("OOF accuracy vs given labels") == 1  # the job that finds both folds done assembles
+    assert (ws / "rounds" / "000" / "oof.parquet").is_file()
