@@ -137,8 +137,9 @@ def test_three_folds_on_two_cpu_slots_then_one_oof(fresh_digits_workspace: Path,
         seen = re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", Path(run["log"]).read_text())
         assert seen == [run["devices"]], Path(run["log"]).read_text()[-2000:]
         meta = json.loads((round_dir / f"fold_{run['fold']}" / "heldout.meta.json").read_text())
-        if "visible_devices" in meta:  # recorded by the engine too
-            assert str(meta["visible_devices"]) == run["devices"]
+        if "visible_devices" in meta:  # recorded by the engine too (the variable's text, or a list of ids)
+            seen_by_engine = meta["visible_devices"]
+            assert (",".join(map(str, seen_by_engine)) if isinstance(seen_by_engine, list) else str(seen_by_engine)) == run["devices"]
     folds = pd.read_parquet(round_dir / "folds.parquet")
     oof = pd.read_parquet(round_dir / "oof.parquet")
     assert sorted(oof["sample_id"]) == sorted(folds["sample_id"])  # every train sample once
