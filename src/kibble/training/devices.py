@@ -243,8 +243,7 @@ def run_round_on_devices(cfg: DictConfig, task_overrides: Sequence[str], hydra_o
     out_dir = Path(cfg.paths.output_dir)
 
     def command_for(k: int) -> list[str]:
-        settings = {"cv.fold": k, "cv.devices": None, "cv.assemble_only": False, "round": kround.round_index,
-                    "round_callbacks": None, "hydra.run.dir": str(out_dir / f"fold_{k}"), "hydra.mode": "RUN"}
+        settings = {"cv.fold": k, "cv.devices": None, "cv.assemble_only": False, "cv.assemble": False, "round": kround.round_index, "hydra.run.dir": str(out_dir / f"fold_{k}"), "hydra.mode": "RUN"}
         return [sys.executable, "-m", "kibble.cli", "kfold", *single_run_overrides(task_overrides, hydra_overrides, **settings)]
 
     log.info("round %d: folds %s on %d device slot(s) %s", kround.round_index, pending, len(slots), slots)

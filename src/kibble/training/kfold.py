@@ -48,7 +48,7 @@ def config_hash(cfg: DictConfig) -> str:
     parts = {k: resolved.get(k) for k in ("model", "data", "embedder", "seed")}
     parts["trainer"] = {k: v for k, v in (resolved.get("trainer") or {}).items() if k in ("max_epochs", "min_epochs", "precision", "limit_train_batches")}
     parts["data"] = {k: v for k, v in (parts["data"] or {}).items() if k not in ("workspace", "num_workers", "eval_batch_size")}
-    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices")}
+    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices", "assemble")}
     text = OmegaConf.to_yaml(OmegaConf.create(parts))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -82,6 +82,8 @@ def run_round(cfg: DictConfig) -> dict:
     if pending:
         log.info("round %d: waiting for folds %s before assembling the OOF", kround.round_index, pending)
         return result
+    if not cfg.cv.get("assemble", True):  # a fold process of `cv.devices`: its parent assembles, once
+        return result
     if is_rank_zero():
         oof, predictions = kround.assemble()
         save_round_config(cfg, kround.round_dir / "config.yaml")
