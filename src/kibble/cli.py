@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Hydra re-raises instead of printing its own multi-line report; we print one line below
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from kibble import output
+
+    output.configure(verbose=output.verbose_from_overrides(rest))  # no Lightning tips (DDP ranks re-run this too)
     module = importlib.import_module(TASKS[task][0])
     os.environ[_TASK_ENV] = task
     from kibble.training.distributed import install_hydra_ddp_relaunch
@@ -67,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     from kibble import KibbleError
 
     try:
-        module.main()
+        with output.hold_hydra_banner() as banner:  # Hydra's "Error executing job" line: not above a user error
+            module.main()
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
     except Exception as err:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback)
-        if user_wants_traceback:
-            raise
-        message = _user_error(err, KibbleError)
+        message = None if user_wants_traceback else _user_error(err, KibbleError)
         if message is None:
+            banner.release()
             raise
         print(f"kibble {task}: error: {message}", file=sys.stderr)
         return 1

@@ -26,6 +26,9 @@ def compose_config(config_name: str, overrides: list[str] | None = None, output_
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+    from kibble import output
+
+    output.configure(verbose=bool(cfg.get("verbose", False)))  # as `kibble <task>` does: no Lightning tips
     return cfg
 
 
