@@ -84,6 +84,7 @@ def import_image_folder(root: str | Path, test_fraction: float = 0.2, val_fracti
     frame = pd.DataFrame(rows)
     if not split_dirs:
         frame["split"] = stratified_split(frame["label"], {"test": test_fraction, "val": val_fraction}, seed)
+        frame.attrs["notes"] = [_random_split_note(frame, "no train/ val/ test/ subfolders", test_fraction, val_fraction)]
     names = sorted(frame["label"].unique())
     return frame, names, {n: n for n in names}, root
 
@@ -138,25 +139,106 @@ def import_stanford_dogs(root: str | Path, test_fraction: float = 0.2, val_fract
     return frame, names, display, root
 
 
-def import_csv(path: str | Path, root: str | Path | None = None, test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0):
-    """A user's own table: path, label, optional sample_id/split/group and any metadata columns."""
+# manifest column -> the CSV column it is read from by default (source.<name>_column overrides it)
+CSV_COLUMNS = {"path": "path", "label": "label", "split": "split", "sample_id": "sample_id", "group": "group", "true_label": "true_label"}
+_TRUE_WORDS, _FALSE_WORDS = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
+
+
+def import_csv(
+    path: str | Path,
+    root: str | Path | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str | None = "split",
+    sample_id_column: str | None = "sample_id",
+    group_column: str | None = "group",
+    true_label_column: str | None = "true_label",
+    valid_column: str | None = None,
+):
+    """A user's own table: path, label, optional sample_id/split/group/true_label and any metadata columns.
+
+    Columns are found by name (`*_column`), so a table such as fastai's noisy_imagewoof.csv
+    (`path, noisy_labels_5, ..., is_valid`) imports as it is: `label_column=noisy_labels_5
+    true_label_column=noisy_labels_0 valid_column=is_valid`. An optional column left at its default name
+    may be absent; a name the user chose must exist. `valid_column` (booleans) marks val rows, the rest
+    train. Without a split, `test_fraction` of the labelled rows become test: frame.attrs["notes"] says so.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise KibbleError(f"source.path={path}: CSV file does not exist")
+    chosen = {"path": path_column, "label": label_column, "split": split_column, "sample_id": sample_id_column,
+              "group": group_column, "true_label": true_label_column}
+    header = list(pd.read_csv(path, nrows=0).columns)
+    wanted = _csv_columns(path, header, chosen, valid_column)
     # ids and class names are text: numeric labels stay '3' (not 3.0 once a pool row is empty), ids keep leading zeros
-    frame = pd.read_csv(path, dtype={"sample_id": str, "label": str, "split": str, "group": str})
-    for col in ("path", "label"):
-        if col not in frame.columns:
-            raise KibbleError(f"{path}: missing column {col!r}; the CSV needs path,label[,split,group,sample_id,...]")
+    frame = pd.read_csv(path, dtype={c: str for c in [*wanted.values(), valid_column] if c})
+    frame = _rename_to_manifest(frame, wanted)
+    notes: list[str] = []
     data_root = Path(root).expanduser().resolve() if root else path.parent.resolve()
     if "sample_id" not in frame.columns:
         frame.insert(0, "sample_id", frame["path"].astype(str))
+    if valid_column:
+        frame["split"] = np.where(_booleans(frame.pop(valid_column), path, valid_column), "val", "train")
+        frame.loc[frame["label"].isna(), "split"] = "pool"
+        notes.append(f"split from column {valid_column!r}: true -> val, false -> train (no test split; train and kfold test on val)")
     if "split" not in frame.columns:
         labelled = frame["label"].fillna("__pool__").astype(str)
         frame["split"] = stratified_split(labelled, {"test": test_fraction, "val": val_fraction}, seed)
         frame.loc[frame["label"].isna(), "split"] = "pool"
+        notes.append(_random_split_note(frame, "no split column", test_fraction, val_fraction))
     names = sorted(frame["label"].dropna().astype(str).unique())
+    frame.attrs["notes"] = notes
     return frame, names, {n: n for n in names}, data_root
+
+
+def _csv_columns(path: Path, header: list[str], chosen: dict[str, str | None], valid_column: str | None) -> dict[str, str]:
+    """manifest name -> CSV column for every column to read; one error line listing the CSV's columns."""
+    listing = f"the CSV's columns: {', '.join(header)}"
+    wanted: dict[str, str] = {}
+    for name, column in chosen.items():
+        if column in (None, ""):
+            continue
+        if column in header:
+            wanted[name] = column
+        elif name in ("path", "label") or column != CSV_COLUMNS[name]:
+            raise KibbleError(f"{path}: no column {column!r} for source.{name}_column; {listing}")
+    if valid_column:
+        if valid_column not in header:
+            raise KibbleError(f"{path}: no column {valid_column!r} for source.valid_column; {listing}")
+        if "split" in wanted:
+            raise KibbleError(f"{path}: both a split column ({wanted['split']!r}) and source.valid_column={valid_column}; "
+                              "set source.split_column=null or drop source.valid_column")
+    return wanted
+
+
+def _rename_to_manifest(frame: pd.DataFrame, wanted: dict[str, str]) -> pd.DataFrame:
+    """CSV columns -> manifest names; a CSV column already called like a manifest column it does not fill
+    (e.g. `label` when label_column=label_clean) is kept as metadata under `csv_<name>`."""
+    chosen = set(wanted.values())
+    clashes = {name: f"csv_{name}" for name in wanted if name in frame.columns and wanted[name] != name and name not in chosen}
+    frame = frame.rename(columns=clashes)
+    return frame.rename(columns={column: name for name, column in wanted.items()})
+
+
+def _booleans(values: pd.Series, path: Path, column: str) -> np.ndarray:
+    words = values.fillna("").astype(str).str.strip().str.lower()
+    bad = ~words.isin(_TRUE_WORDS | _FALSE_WORDS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise KibbleError(f"{path}: row {row + 2}: column {column!r} has {values.iloc[row]!r}; expected true/false (or 1/0)")
+    return words.isin(_TRUE_WORDS).to_numpy()
+
+
+def _random_split_note(frame: pd.DataFrame, why: str, test_fraction: float, val_fraction: float) -> str:
+    """The import summary's line for a split kibble drew at random (a user should know their test set)."""
+    counts = frame.loc[frame["label"].notna(), "split"].value_counts()
+    parts = [f"{int(counts.get('test', 0))} labelled images ({test_fraction:.0%}) became test (source.test_fraction)"]
+    if val_fraction:
+        parts.append(f"{int(counts.get('val', 0))} ({val_fraction:.0%}) val (source.val_fraction)")
+    return f"{why}: " + ", ".join(parts) + ", stratified by label"
 
 
 def inject_noise(frame: pd.DataFrame, class_names: list[str], rate: float, seed: int = 0) -> pd.DataFrame:

@@ -30,6 +30,7 @@ def run(cfg: DictConfig) -> dict:
     if ws.manifest.is_file() and not cfg.overwrite:
         raise KibbleError(f"{ws.manifest}: workspace already imported; use a new workspace or overwrite=true")
     frame, names, display, data_root = hydra.utils.instantiate(cfg.source)
+    notes = list(frame.attrs.get("notes", []))  # e.g. a test split drawn at random: said, not silent
     source = f"source {cfg.source._target_.rsplit('.', 1)[-1]}"
     frame = validate_manifest(frame, names, source=source)
     pool_rows(frame, source=source)  # a labelled pool row is an error
@@ -78,9 +79,14 @@ def run(cfg: DictConfig) -> dict:
         "splits": frame["split"].value_counts().to_dict(),
         "skipped": {str(paths[i]): reason for i, reason in bad.items()},
         "noisy_labels": int((frame["label"].notna() & (frame["label"] != frame["true_label"])).sum()) if "true_label" in frame else 0,
+        "notes": notes,
     }
+    if "true_label" in frame and frame["true_label"].notna().any():
+        notes.append(f"true_label kept ({report['noisy_labels']} labels differ from it): read only by the simulated annotator and detection metrics")
     atomic_write_json(ws.root / "import_report.json", report)
     print(f"imported {len(frame)} images, {len(names)} classes into {ws.root} (splits: {report['splits']})")
+    for note in notes:
+        print(f"  {note}")
     return report
 
 
