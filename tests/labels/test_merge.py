@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from kibble import KibbleError
@@ -176,9 +177,23 @@ def test_expert_beats_vendor(tmp_path):
     assert summary["n_events_added"] == 3
     m = manifest_of(ws)
     assert m.loc["s1", "label"] == "dog" and m.loc["s2", "label"] == "fox"
-    # precedence=round lets the later vendor answer win
-    merge(ws, write_csv(tmp_path / "none.csv", "sample_id,label,verdict,annotator\n"), "policy.precedence=round")
-    assert manifest_of(ws).loc["s1", "label"] == "fox"
+    # precedence=round lets the later vendor answer win: a change of the saved policy, so only with reapply
+    none = write_csv(tmp_path / "none.csv", "sample_id,label,verdict,annotator\n")
+    before = snapshot(ws)
+    with pytest.raises(KibbleError, match=r"policy differs from .*policy.yaml, which resolved this workspace's labels: precedence round "
+                                          r"\(saved: authority\); add policy.reapply=true .* \(policy.precedence=authority\)$"):
+        merge(ws, none, "policy.precedence=round")
+    assert snapshot(ws) == before and manifest_of(ws).loc["s1", "label"] == "dog"
+    summary = merge(ws, none, "policy.precedence=round", "policy.reapply=true")
+    assert summary["policy_changed"] and manifest_of(ws).loc["s1", "label"] == "fox"
+    saved = yaml.safe_load((ws.root / "policy.yaml").read_text())
+    assert saved["policy"]["precedence"] == "round"
+    assert [(c["from"] or {}).get("precedence") for c in saved["changes"]] == [None, "authority"]
+    assert saved["changes"][-1]["labels_changed"] == 1 and saved["changes"][-1]["by"] == "kibble merge"
+    # from now on the new policy is the workspace's: merging under it needs no switch, the old one does
+    assert not merge(ws, none, "policy.precedence=round")["policy_changed"]
+    with pytest.raises(KibbleError, match="policy differs"):
+        merge(ws, none)
 
 
 def test_bad_source_and_missing_workspace(tmp_path):

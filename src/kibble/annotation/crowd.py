@@ -173,7 +173,7 @@ def simulate_gold_round(ws, crowd: Sequence[Mapping[str, Any]], seed: int = 0, *
     expert = pd.DataFrame({"sample_id": expert_ids, "label": truth, "annotator": "expert", "note": "",
                            "verdict": np.where(truth == train.loc[expert_ids, "label"].to_numpy(), "confirmed", "corrected"),
                            "round": pd.array([0] * len(expert_ids), dtype="Int64")})
-    merge_reviews(ws, expert, source="expert", round_index=0)
+    merge_reviews(ws, expert, source="expert", round_index=0, policy=policy)
     rest = train.iloc[order[n_expert:]]
     noisy = rest.index[rest["label"] != rest["true_label"]].tolist()
     clean = rest.index[rest["label"] == rest["true_label"]].tolist()[: len(noisy) // 2]

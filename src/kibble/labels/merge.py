@@ -22,8 +22,9 @@ from kibble.annotation.quality import human_note
 from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
 from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
-from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
-from kibble.labels.policy import normalise_policy, resolve_labels
+from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_lock
+from kibble.labels.policy import resolve_labels
+from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
 from kibble.values import is_missing
@@ -68,6 +69,10 @@ def merge_reviews(
     already recorded from the same source count as already merged, so re-merging a CSV after the
     round advanced adds nothing either.
 
+    `policy`: None = the workspace's saved policy (`W/policy.yaml`; the default before the first
+    merge). Another policy than the saved one is refused unless it has `reapply: true`; the first merge
+    and every reapplied change are recorded in that file (kibble.labels.policy_file).
+
     The workspace lock is held from the first read of the manifest and the history to the last
     write (`task` names the holder for a writer that has to wait; `lock_timeout` seconds, None = no
     limit); a caller that already holds it (the loop, `kibble merge`) re-enters it without waiting.
@@ -75,15 +80,15 @@ def merge_reviews(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ws.require()
     with workspace_lock(ws, task, lock_timeout):
-        return _merge_locked(ws, reviews, source, round_index, policy, origin, quality)
+        return _merge_locked(ws, reviews, source, round_index, policy, origin, quality, task)
 
 
 def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index: int | None, policy: Mapping | None,
-                  origin: str, quality: Mapping | None) -> dict[str, Any]:
+                  origin: str, quality: Mapping | None, task: str | None = None) -> dict[str, Any]:
     """The merge proper; the caller holds the workspace lock, so what it reads is what it overwrites."""
     if source not in REVIEW_SOURCES:
         raise KibbleError(f"review_source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
-    pol = normalise_policy(policy)
+    pol, policy_change = policy_for_merge(ws, policy)  # the workspace's saved policy; another one only with reapply
     missing = [c for c in ("sample_id", "label", "verdict", "annotator") if c not in reviews.columns]
     if missing:
         raise KibbleError(f"{origin}: missing column(s) {missing}; reviews need {REVIEW_COLUMNS}")
@@ -158,7 +163,9 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     old_excluded = manifest["excluded"].fillna(False).astype(bool) if "excluded" in manifest else pd.Series(False, index=manifest.index)
     manifest_changed = any(changed) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
 
-    # all checks passed: write history, then the manifest view, then the round
+    # all checks passed: write the policy, the history, then the manifest view, then the round
+    if policy_change is not None:
+        record_policy(ws, policy_change, task or default_task(), sum(changed))
     if len(new):
         append_events(ws.label_events, new, existing=old)
     if manifest_changed:
@@ -181,6 +188,8 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         "annotators_flagged": sorted({a for names in flagged.values() for a in names}),
         "round": current_round,
         "next_round": next_round,
+        "policy": pol,
+        "policy_changed": policy_change is not None and policy_change["from"] is not None,
     }
     return summary
 

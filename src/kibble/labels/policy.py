@@ -55,7 +55,7 @@ _OUT, _AMBIGUOUS = object(), object()
 
 def normalise_policy(policy: Mapping | None) -> dict[str, Any]:
     """Defaults filled in and checked; accepts a dict or an OmegaConf DictConfig."""
-    raw = dict(policy or {})
+    raw = {k: v for k, v in dict(policy or {}).items() if k != "reapply"}  # a switch of the merge (labels/policy_file.py), not policy
     unknown = sorted(set(raw) - set(DEFAULT_POLICY))
     if unknown:
         raise KibbleError(f"policy: unknown key(s) {unknown}; known keys are {sorted(DEFAULT_POLICY)}")

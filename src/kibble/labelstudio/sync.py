@@ -289,7 +289,8 @@ def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[s
         manifest = load_manifest(ws.manifest, classes.names)
         reviews = reviews_from_labelstudio(export, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
                                            source=f"{where} export")
-        summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality)
+        summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality,
+                                task="kibble labelstudio pull")
         atomic_write_json(round_dir / EXPORT, export)
     return {**summary, "project_id": int(record["project_id"]), "export": str(round_dir / EXPORT)}
 

@@ -84,7 +84,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
     with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):  # the merge step: reviews, history, manifest, round together
         atomic_write_csv(round_dir / "reviews.csv", reviews)
         merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy),
-                               origin=str(round_dir / "reviews.csv"), quality=plain(cfg.get("quality")))
+                               origin=str(round_dir / "reviews.csv"), quality=plain(cfg.get("quality")), task="kibble loop")
         if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
             ws.set_current_round(round_index + 1)
     after = load_manifest(ws.manifest, classes.names)
@@ -106,7 +106,8 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         "annotators_flagged": " ".join(merged.get("annotators_flagged", [])),
     }
     detection = strategy_detection(round_dir, before, max(len(picked), 1))
-    update_round_metrics(round_dir, {**row, "strategies": detection})
+    with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):  # metrics.json is read, updated, replaced
+        update_round_metrics(round_dir, {**row, "strategies": detection})
     for name, values in detection.items():
         row[f"{name}_auprc"] = values.get("auprc")
     return row

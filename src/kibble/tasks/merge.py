@@ -32,18 +32,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not path.is_file() and not path.is_absolute() and (ws.root / path).is_file():
         path = ws.root / path
     round_index = cfg.get("round")
-    with workspace_lock(ws, f"kibble {cfg.get('task_name') or 'merge'}", lock_timeout_of(cfg)):
+    task = f"kibble {cfg.get('task_name') or 'merge'}"
+    with workspace_lock(ws, task, lock_timeout_of(cfg)):
         classes = ClassList.load(ws.classes)
         manifest = load_manifest(ws.manifest, classes.names)
         reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
         summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
-                                policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")))
+                                policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")), task=task)
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "
         f"({summary['n_duplicates']} already recorded), {summary['n_labels_changed']} labels changed, "
         f"{summary['n_excluded']} excluded, {summary['n_ambiguous']} ambiguous; {moved}"
         + (f"; flagged annotators: {', '.join(summary['annotators_flagged'])}" if summary["annotators_flagged"] else "")
+        + ("; new label policy recorded in policy.yaml" if summary["policy_changed"] else "")
     )
     return summary
 
