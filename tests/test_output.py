@@ -1,9 +1,11 @@
 """What a user sees: one line per kibble error (no Hydra banner), no Lightning tips or known deprecation
-warnings unless `verbose=true`. Runs the real console script, as a user would."""
+warnings unless `verbose=true`, and a test line that counts the images actually scored. Runs the real
+console script, as a user would."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -22,10 +24,13 @@ def tiny_train(workspace: Path, run_dir: Path, *extra: str):
 
 @pytest.mark.slow
 def test_a_train_run_prints_no_tips_or_known_deprecations_unless_verbose(digits_workspace: Path, tmp_path: Path):
-    quiet = tiny_train(digits_workspace, tmp_path / "quiet")
+    quiet = tiny_train(digits_workspace, tmp_path / "quiet", "data.eval_batch_size=50")
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     text = quiet.stdout + quiet.stderr
-    assert "test accuracy" in text
+    # limit_test_batches=1: one batch of 50 was scored, not the 359 images of the split, and the line says so
+    metrics = json.loads((tmp_path / "quiet" / "metrics.json").read_text())
+    assert (metrics["n_test"], metrics["n_test_split"], metrics["test_split"]) == (50, 359, "test")
+    assert "(test split; 50 of its 359 images (limit_test_batches))" in quiet.stdout
     for noise in NOISE:
         assert noise not in text, f"{noise!r} printed by a default run:\n{text[-3000:]}"
 
