@@ -134,6 +134,22 @@ def device_cost(dm, batch: int, size: int, train: bool, reps: int = 10) -> float
     return (time.process_time() - start) / (reps * batch)
 
 
+def geometry_cost(config: dict, augment: dict, side: int, reps: int = 200) -> dict[str, float]:
+    """CPU µs per image of the uint8 train preset from a cached square vs a cached 4:3 image (the geometry choice)."""
+    from kibble.data.transforms import train_preset
+
+    pipeline = train_preset(config, normalize=False, **augment)
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, shape in ((f"{side}x{side}", (side, side, 3)), (f"{side}x{round(side * 4 / 3)}", (side, round(side * 4 / 3), 3))):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        start = time.process_time()
+        for _ in range(reps):
+            pipeline(image=image)
+        out[name] = (time.process_time() - start) / reps * 1e6
+    return out
+
+
 def eval_agreement(ws: Path, ids: list[str], config: dict, cache_dir: Path) -> float:
     """Mean |cold - cached| of eval-transformed images (normalised units): the cache geometry check."""
     cold, _ = build_datamodule(ws, ids, config, 64, 0, None, False)
@@ -172,6 +188,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    load = os.getloadavg()[0]
 
     ws = ensure_workspace(root, args.workdir.resolve() / "imagewoof_input")
     config = data_config()
@@ -188,8 +205,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kibble-bench-input-") as tmp:
         cache_dir = Path(tmp) / "decoded"
-        start = time.perf_counter()
         cached_dm, augment = build_datamodule(ws, ids, config, args.batch, 0, cache_dir, False)
+        start = time.perf_counter()
         cached_dm.train_dataloader()  # builds the cache for these rows
         build_s = time.perf_counter() - start
         cache_bytes = sum(p.stat().st_size for p in cache_dir.rglob("shard-*.npy"))
@@ -216,17 +233,19 @@ def main() -> None:
             print(f"repeat {r + 1}/{args.repeats} (images/CPU-s; workers: /s): " + ", ".join(
                 f"{k}: {(walls if arms[k][0] else rates)[k][-1]:.0f}" for k in arms), flush=True)
         agreement = eval_agreement(ws, ids[:64], config, cache_dir)
+        geometry = geometry_cost(config, augment, resize_side(config))
 
-    bare = rates[BARE]
     rows = []
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     for name, (workers, _) in arms.items():
-        r = walls[name] if workers else rates[name]  # worker processes' CPU time is not this process's
+        # per core: images per CPU-second of this process; worker processes' CPU time is not this process's, so
+        # loaders with workers are compared by wall time, with the bare loop's wall time of the same repeat
+        r, bare = (walls[name], walls[BARE]) if workers else (rates[name], rates[BARE])
         ratios = [a / b for a, b in zip(r, bare)]
         charged = statistics.mean(1.0 / (1.0 / x + device_s[name]) for x in r) if name in device_s and not workers else None
         rows.append({
-            "arm": name, "workers": workers, "images/s": statistics.mean(r),
-            "wall images/s": statistics.mean(walls[name]), "± std": statistics.stdev(r) if len(r) > 1 else 0.0,
-            "x bare": statistics.mean(ratios), "± std ": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
+            "arm": name, "workers": workers, "images/CPU-s": None if workers else statistics.mean(r), "± std": None if workers else sd(r),
+            "wall images/s": statistics.mean(walls[name]), "x bare": statistics.mean(ratios), "± std ": sd(ratios),
             "device work here": charged,
         })
     table = pd.DataFrame(rows)
@@ -243,16 +262,22 @@ def main() -> None:
         f"Targets: `{COLD}` {verdict(cold, TARGET_COLD)}; `{CACHED}` {verdict(cached, TARGET_CACHED)}; "
         f"`{CACHED_JITTER}` {verdict(cached_jitter, TARGET_CACHED)}.",
         "Arms: cold = data defaults (JPEG decode per epoch); cached = data.decoded_cache=true; uint8 = data.normalize_on_device=true; "
-        "device jitter = data.augment.jitter_on_device=true (colour jitter batch-wise on the device).",
-        f"{len(ids)} Imagewoof train images (224x224 JPEGs), batch {args.batch}, {size} px train preset {augment}, "
+        "device jitter = data.augment.jitter_on_device=true (colour jitter batch-wise on the device). For a GPU fine-tune use all three: "
+        "`data.decoded_cache=true data.normalize_on_device=true data.augment.jitter_on_device=true`.",
+        f"{len(ids)} Imagewoof train images (224x224 JPEGs), batch {args.batch}, {size} px train preset "
+        f"(scale {list(augment['scale'])}, hflip {augment['hflip']}, jitter {augment['jitter']}), "
         f"mean ± std over {args.repeats} interleaved repeats; 'x bare' is the mean of per-repeat ratios.",
-        "workers = 0: everything on this one core (torch and OpenCV on 1 thread). Rows with workers > 0 are images/s of the "
-        "whole loader with that many worker processes (not per core).",
-        f"Decoded cache: built in {build_s:.1f} s ({len(ids) / build_s:.0f} images/s on one core, includes workspace set-up), "
+        "workers = 0: everything on one core (torch and OpenCV on 1 thread); 'images/CPU-s' = images per CPU-second of the process, "
+        "'x bare' on that basis. Rows with workers > 0: the whole loader with that many worker processes, 'x bare' on wall time "
+        f"against the bare loop's wall time; on this shared machine (load average {load:.1f} at the start) they say little.",
+        f"Decoded cache: built in {build_s:.1f} s ({len(ids) / build_s:.0f} images/s wall, num_workers=0), "
         f"{cache_bytes / len(ids) / 1024:.0f} KiB per image on disk (shorter side {resize_side(config)} px, aspect kept).",
         "'device work here': images per CPU-second if the device transform (normalisation, and the jitter where moved) ran on this core too "
         f"({', '.join(f'{k}: {v * 1e6:.0f} µs per image' for k, v in device_s.items() if 'workers' not in k)}); "
-        "with data.normalize_on_device=true it runs on the GPU after the transfer.",
+        "with data.normalize_on_device=true it runs on the GPU after the transfer (for CPU training leave it off: "
+        "there the 'device' is the training process itself).",
+        "Cache geometry: the uint8 train preset costs " + " vs ".join(f"{v:.0f} µs ({k})" for k, v in geometry.items())
+        + " per image from a square vs a 4:3 cached image: keeping the aspect ratio costs little, and the crops see the whole photo.",
         f"Eval check: mean |cold - cached| of the eval-transformed images = {agreement:.4f} (normalised units): the cache keeps "
         "the eval geometry (Imagewoof's files are 224x224, so here the cache upsamples to 256 exactly as the cold resize does).",
     ]
@@ -261,7 +286,7 @@ def main() -> None:
         f"Command: `{command_line()}`  ",
         f"Run: {stamp}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"torch {torch.__version__}, albumentations {A.__version__}, OpenCV {cv2.__version__}", "",
-        table.to_markdown(index=False, floatfmt=".3g"), "",
+        table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".4g"), "",
         *[f"- {n}" for n in notes],
     ])
     replace_section(text, PROJECT_ROOT / "docs" / "benchmarks.md")

@@ -148,7 +148,7 @@ def test_device_transform_jitters_only_when_training(digits_workspace: Path):
 
     dm = ManifestDataModule(str(digits_workspace), num_workers=0, normalize_on_device=True, augment={"jitter": 0.2, "jitter_on_device": True})
     assert not any(type(t).__name__ == "ColorJitter" for t in build_transform(DATA_CONFIG, train=True, normalize=False, jitter_on_device=True).pipeline)
-    assert dm.configure(DATA_CONFIG)._device_transform.jitter == 0.2
+    assert dm.configure(DATA_CONFIG).device_transform.jitter == 0.2
     with pytest.raises(KibbleError, match="jitter_on_device=true needs data.normalize_on_device=true"):
         ManifestDataModule(str(digits_workspace), augment={"jitter": 0.2, "jitter_on_device": True})
 

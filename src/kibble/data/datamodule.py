@@ -240,6 +240,12 @@ class ManifestDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_rows, train=False, shuffle=False, keep_workers=False)
 
+    @property
+    def device_transform(self) -> DeviceTransform | None:
+        """What on_after_batch_transfer applies to x (None unless normalize_on_device), for loops outside Lightning:
+        `x = dm.device_transform(x.to(device), train=True)`."""
+        return self._device_transform if self.normalize_on_device else None
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """normalize_on_device: the uint8 batch becomes normalised float32 here, on the device
         (colour-jittered first when training with augment.jitter_on_device)."""

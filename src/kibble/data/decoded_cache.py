@@ -1,18 +1,22 @@
 """A decoded image cache: every image decoded and resized once, then read as uint8 from memory maps.
 
-Why: decoding a JPEG costs about as much CPU as the whole augmentation pipeline, and a GPU
+Why: decoding a JPEG costs about as much CPU as the augmentation that follows it, and a GPU
 fine-tune decodes every image every epoch. Decoding once per workspace and image size leaves
 the CPU only the crop/flip/jitter of each epoch (docs/benchmarks.md, "Input pipeline").
 
-Geometry (chosen by measurement, see scripts/bench_input.py): the shorter side is resized to
-`side = floor(size / crop_pct)` (256 for 224 px at timm's 0.875) and the aspect ratio is KEPT.
-- Eval: SmallestMaxSize(side) becomes a no-op and the centre crop sees exactly the pixels the
-  cold path sees (the bench checks eval batches from both paths agree).
-- Train: RandomResizedCrop samples its 35-100 % areas and 3:4-4:3 ratios from the whole
-  picture, as it does on the original file; a square centre crop would have cut a 4:3 photo's
-  outer eighths (where Stanford Dogs puts many dogs' tails and heads) from every epoch.
-- Size: side^2 * aspect * 3 bytes (196 KB per square image at 256 px; 4.0 GB for Stanford Dogs'
-  20,580 images at 4:3), about 5x the JPEGs. Reading a crop of it costs ~1 % of decoding.
+Geometry: the shorter side is resized to `side = floor(size / crop_pct)` (256 for 224 px at
+timm's 0.875) and the aspect ratio is KEPT. Measured with scripts/bench_input.py
+(docs/benchmarks.md): reading an image from the map is a view, so the loader's rate is set by the
+crop/flip/jitter that remain, which cost about the same from a square or a 4:3 image (the bench
+times both); what differs is what the augmentation sees, so the shape follows the cold path:
+- Eval: SmallestMaxSize(side) becomes a no-op and the centre crop sees the pixels the cold path
+  sees (the bench reports the mean difference of eval images from both paths).
+- Train: RandomResizedCrop samples its 35-100 % areas and 3:4-4:3 ratios from the whole picture,
+  as it does on the original file; a square centre crop would remove the outer eighths of a 4:3
+  photo from every crop of every epoch.
+- Size: side^2 * aspect * 3 bytes: 192 KiB per square image at 256 px, about 5 GB for Stanford
+  Dogs' 20,580 photos (4:3 or squarer), several times the JPEGs; a page-cache-sized working set
+  on a GPU box, and the price of not decoding. Memory maps share the pages between workers.
 Shrinking uses cv2.INTER_AREA (OpenCV's choice for decimation; no aliasing) after JPEG draft
 decoding at the largest DCT scale that keeps the shorter side >= side; enlarging uses bilinear,
 as the cold path's albumentations resize does.
