@@ -31,6 +31,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     path = Path(str(cfg.reviews)).expanduser()
     if not path.is_file() and not path.is_absolute() and (ws.root / path).is_file():
         path = ws.root / path
+    if not path.is_file():  # before waiting for the lock
+        raise KibbleError(f"{path}: reviews file not found; pass reviews=<CSV or Label Studio JSON export>")
     round_index = cfg.get("round")
     task = f"kibble {cfg.get('task_name') or 'merge'}"
     with workspace_lock(ws, task, lock_timeout_of(cfg)):
