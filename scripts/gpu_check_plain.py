@@ -4,9 +4,11 @@
 
 The overrides are composed into the same `kibble train` config as arm (b), so both arms get the same
 rows (the workspace's train split minus the inner validation split), DataLoader (kibble's datamodule:
-dataset, albumentations transforms, batch size, workers, pinning), timm model and weights, optimizer,
-per-step schedule, label smoothing, precision (bf16-mixed -> torch.autocast bfloat16), channels_last
-and torch.compile. What it leaves out is everything Lightning and kibble add around the step
+dataset, albumentations transforms, batch size, workers, pinning, collate; the datamodule's on-device
+normalisation/jitter when data.normalize_on_device is set), timm model and weights, optimizer,
+per-step schedule, label smoothing, precision (bf16-mixed -> torch.autocast bfloat16), cuDNN
+benchmark, channels_last and torch.compile (model.compile true, or auto on CUDA: nn.Module.compile,
+as kibble does). What it leaves out is everything Lightning and kibble add around the step
 (Trainer, callbacks, logging, torchmetrics, progress bar, checkpoints). Timing: gpu_check_timer.EpochClock.
 """
 
@@ -65,9 +67,15 @@ def train(cfg, skip_epochs: int = 1) -> dict:
     dm.configure(data_config)
     dm.setup("fit")
     loader = dm.train_dataloader()
+    if cfg.trainer.get("benchmark") is not None:  # what Lightning's Trainer(benchmark=...) sets
+        torch.backends.cudnn.benchmark = bool(cfg.trainer.benchmark)
     memory_format = torch.channels_last if m.get("channels_last") else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
-    step_model = torch.compile(model) if m.get("compile") else model
+    compile_setting = str(m.get("compile", False)).lower()
+    if compile_setting == "true" or (compile_setting == "auto" and device.type == "cuda"):
+        model.compile(**(m.get("compile_kwargs") or {}))
+    # data.normalize_on_device: the datamodule's device transform (normalise, optionally jitter), as in training
+    device_transform = getattr(dm, "_device_transform", None) if getattr(dm, "normalize_on_device", False) else None
     epochs = int(cfg.trainer.max_epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=m.optimizer.lr, weight_decay=m.optimizer.weight_decay)
     scheduler = None
@@ -82,14 +90,17 @@ def train(cfg, skip_epochs: int = 1) -> dict:
     clock = EpochClock(skip_epochs)
     for _ in range(epochs):
         for i, (batch, last) in enumerate(fetch_one_ahead(loader)):
-            # to the device before the clock, as Lightning moves it before on_train_batch_start
+            # to the device (and its batch transform) before the clock: Lightning does both before on_train_batch_start
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            clock.batch_start(i, device)
-            if x.dtype == torch.uint8:
+            if device_transform is not None:
+                x = device_transform(x, train=True)
+            elif x.dtype == torch.uint8:
                 x = x.float().sub_(mean).mul_(inv_std)
-            x = x.contiguous(memory_format=memory_format)
+            clock.batch_start(i, device)
+            if m.get("channels_last"):  # as ImageClassifier.forward: otherwise the batch stays as collated
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = F.cross_entropy(step_model(x), y, label_smoothing=m.label_smoothing)
+                loss = F.cross_entropy(model(x), y, label_smoothing=m.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -97,7 +108,8 @@ def train(cfg, skip_epochs: int = 1) -> dict:
                 scheduler.step()
             clock.batch_end(len(y), last, device)
     return {"arm": "plain", **clock.result(), **peak_memory(device), "device": device_name(device),
-            "precision": str(cfg.trainer.precision), "batch_size": int(cfg.data.batch_size), "final_loss": loss.item()}
+            "precision": str(cfg.trainer.precision), "batch_size": int(cfg.data.batch_size), "num_workers": loader.num_workers,
+            "pin_memory": bool(loader.pin_memory), "final_loss": loss.item()}
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ The first `skip_epochs` epochs (CUDA context, cuDNN autotuning, compilation, wor
   images_per_s         images of the counted epochs / the sum of their in-epoch times (steady state)
   images_per_s_window  the same images / wall time from the first counted epoch's start to the last
                        one's end (adds epoch boundaries: checkpointing, logging, loader re-iteration)
+  images_per_cpu_s     the same images / this process's CPU time (all its threads) inside the epochs:
+                       the work per image, steadier than wall time on a CPU shared with other jobs
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class EpochClock:
     def batch_start(self, batch_idx: int, device) -> None:
         if batch_idx == 0:
             sync(device)
-            self._open = {"start": time.perf_counter(), "images": 0, "batches": 0}
+            self._open = {"start": time.perf_counter(), "cpu_start": time.process_time(), "images": 0, "batches": 0}
             if self.t_first_batch is None:
                 self.t_first_batch = self._open["start"]
 
@@ -75,6 +77,7 @@ class EpochClock:
             return
         sync(device)
         self._open["end"] = time.perf_counter()
+        self._open["cpu_end"] = time.process_time()
         self.epochs.append(self._open)
         self._open = None
 
@@ -85,9 +88,11 @@ class EpochClock:
         images = sum(e["images"] for e in timed)
         in_epoch = sum(e["end"] - e["start"] for e in timed)
         window = timed[-1]["end"] - timed[0]["start"]
+        cpu = sum(e["cpu_end"] - e["cpu_start"] for e in timed)
         return {
             "images_per_s": images / in_epoch,
             "images_per_s_window": images / window,
+            "images_per_cpu_s": images / cpu if cpu > 0 else None,
             "images_timed": images,
             "seconds_timed": in_epoch,
             "epochs_timed": len(timed),
@@ -126,6 +131,8 @@ class TrainTimer(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
+        loader = trainer.train_dataloader
         result = {"arm": "kibble", **self.clock.result(), **peak_memory(pl_module.device), "device": device_name(pl_module.device),
-                  "precision": str(trainer.precision), "batch_size": trainer.datamodule.batch_size if trainer.datamodule else None}
+                  "precision": str(trainer.precision), "batch_size": getattr(loader, "batch_size", None),
+                  "num_workers": getattr(loader, "num_workers", None), "pin_memory": bool(getattr(loader, "pin_memory", False))}
         write_result(self.out, result)

@@ -32,13 +32,13 @@ def test_cpu_smoke_end_to_end(tmp_path: Path):
     assert summary["device"].startswith("CPU")
     for arm in ("plain", "kibble"):
         a = summary["arms"][arm]
-        assert a["images_per_s"] > 0 and a["images_per_s_window"] > 0
+        assert a["images_per_s"] > 0 and a["images_per_s_window"] > 0 and a["images_per_cpu_s"] > 0
         assert a["peak_mem_mib"] > 0
         assert a["epochs_total"] == summary["config"]["epochs"] and a["epochs_timed"] == a["epochs_total"] - 1
         assert a["batch_size"] == summary["config"]["batch"]
     # both arms trained on the same rows with the same batch size: the same images per timed epoch
     assert summary["arms"]["plain"]["images_timed"] == summary["arms"]["kibble"]["images_timed"]
-    assert summary["ratio"] > 0 and summary["ratio_window"] > 0
+    assert summary["ratio"] > 0 and summary["ratio_window"] > 0 and summary["ratio_cpu"] > 0
     assert summary["target_met"] is None  # not judged on a CPU
     kfold = summary["kfold"]
     assert kfold["oof_covers_train_once"] is True
@@ -74,7 +74,9 @@ def test_epoch_clock_skips_warmup_and_separates_epoch_boundaries(monkeypatch):
     import gpu_check_timer
 
     ticks = iter([0.0, 1.0, 3.0, 5.0, 10.0, 12.0])  # epoch 0: 0-1, epoch 1: 3-5, epoch 2: 10-12
+    cpu_ticks = iter([0.0, 2.0, 2.0, 5.0, 5.0, 8.0])  # 3 CPU-s in each timed epoch
     monkeypatch.setattr(gpu_check_timer.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(gpu_check_timer.time, "process_time", lambda: next(cpu_ticks))
     clock = gpu_check_timer.EpochClock(skip_epochs=1)
     for _ in range(3):
         clock.batch_start(0, "cpu")
@@ -86,6 +88,7 @@ def test_epoch_clock_skips_warmup_and_separates_epoch_boundaries(monkeypatch):
     assert result["images_timed"] == 24 and result["batches_per_epoch"] == 2
     assert result["images_per_s"] == pytest.approx(24 / 4.0)  # in-epoch time only
     assert result["images_per_s_window"] == pytest.approx(24 / 9.0)  # 3 -> 12, boundaries included
+    assert result["images_per_cpu_s"] == pytest.approx(24 / 6.0)
     assert result["first_epoch_s"] == pytest.approx(1.0)
 
 
