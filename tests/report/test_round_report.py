@@ -67,7 +67,7 @@ def test_loop_curves_and_custom_sections(digits_round: dict, tmp_path: Path, mon
     path = write_round_report(ws, 0)
     html = path.read_text()
     assert "Cleaning loop" in html and (path.parent / "loop_curves.png").is_file()
-    loop_part = html.split('<section id="cleaning-loop">')[1]
+    loop_part = html.split('<section id="cleaning-loop">')[1].split("</section>")[0]
     assert "<td>0</td>" in loop_part and "<td>1</td>" not in loop_part  # only rounds up to this one
     monkeypatch.setattr(round_report, "ROUND_SECTIONS", [*round_report.ROUND_SECTIONS, "kibble.report.no_such_module:sections"])
     with pytest.raises(ModuleNotFoundError):

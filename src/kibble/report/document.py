@@ -136,11 +136,11 @@ def figure_html(fig, png_path: str | Path | None = None, caption: str = "", dpi:
 
 def thumbnail_uri(path: str | Path, size: int = 160) -> str | None:
     """A small JPEG data URI of an image file, or None when it cannot be read (the card says so)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = ImageOps.exif_transpose(image).convert("RGB")  # as the model saw it: upright
             image.thumbnail((size, size))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=80)

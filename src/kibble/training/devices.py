@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from kibble import KibbleError
+from kibble.data.datamodule import resolve_num_workers
 from kibble.training.distributed import DDP_ENV, single_run_overrides
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,8 @@ def run_round_on_devices(cfg: DictConfig, task_overrides: Sequence[str], hydra_o
 
     def command_for(k: int) -> list[str]:
         settings = {"cv.fold": k, "cv.devices": None, "cv.assemble_only": False, "cv.assemble": False, "round": kround.round_index, "hydra.run.dir": str(out_dir / f"fold_{k}"), "hydra.mode": "RUN"}
+        if str(cfg.data.get("num_workers")).lower() == "auto":  # the box's cores shared between the slots' loaders
+            settings["data.num_workers"] = resolve_num_workers("auto", processes=len(slots) * _ranks_per_slot(cfg))
         return [sys.executable, "-m", "kibble.cli", "kfold", *single_run_overrides(task_overrides, hydra_overrides, **settings)]
 
     log.info("round %d: folds %s on %d device slot(s) %s", kround.round_index, pending, len(slots), slots)
@@ -258,3 +261,9 @@ def run_round_on_devices(cfg: DictConfig, task_overrides: Sequence[str], hydra_o
     result = run_round(single)
     result["fold_runs"] = [asdict(r) for r in runs]
     return result
+
+
+def _ranks_per_slot(cfg: DictConfig) -> int:
+    """Training processes in one fold: its DDP ranks (trainer.devices), else 1."""
+    devices = cfg.trainer.get("devices", 1)
+    return int(devices) if isinstance(devices, int) and devices > 0 else 1

@@ -47,7 +47,10 @@ def config_hash(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     parts = {k: resolved.get(k) for k in ("model", "data", "embedder", "seed")}
     parts["trainer"] = {k: v for k, v in (resolved.get("trainer") or {}).items() if k in ("max_epochs", "min_epochs", "precision", "limit_train_batches")}
-    parts["data"] = {k: v for k, v in (parts["data"] or {}).items() if k not in ("workspace", "num_workers", "eval_batch_size")}
+    # how data is loaded, not what the model sees: these may change between runs of one round
+    loader_only = ("workspace", "num_workers", "eval_batch_size", "pin_memory", "persistent_workers", "prefetch_factor",
+                   "decoded_cache", "decoded_cache_dir", "normalize_on_device")
+    parts["data"] = {k: v for k, v in (parts["data"] or {}).items() if k not in loader_only}
     parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices", "assemble")}
     text = OmegaConf.to_yaml(OmegaConf.create(parts))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kibble import KibbleError
+from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.training.distributed import barrier, global_rank, is_rank_zero, rank_zero_logger
 from kibble.training.kfold import KFoldRound, save_round_config
@@ -85,9 +86,10 @@ def run_round(cfg: DictConfig) -> dict:
     if not cfg.cv.get("assemble", True):  # a fold process of `cv.devices`: its parent assembles, once
         return result
     if is_rank_zero():
-        oof, predictions = kround.assemble()
-        save_round_config(cfg, kround.round_dir / "config.yaml")
-        update_round_metrics(kround.round_dir, {"fold_costs": kround.fold_costs()})
+        with workspace_lock(kround.ws, "kibble kfold", lock_timeout_of(cfg)):  # the round's shared files: one writer at a time
+            oof, predictions = kround.assemble()
+            save_round_config(cfg, kround.round_dir / "config.yaml")
+            update_round_metrics(kround.round_dir, {"fold_costs": kround.fold_costs()})
     barrier("round assembled")
     if not is_rank_zero():
         oof, predictions = kround.read_assembled()
