@@ -85,6 +85,11 @@ if ! "$PY" -c "$NEED" 2>/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
       --upgrade --target "$SITE" "$WHEELS"/*.whl || die "pip could not install the wheels in $WHEELS"
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    if ! "$PY" -c "$NEED" 2>/dev/null && ls "$WHEELS"/extra/typing_extensions-*.whl >/dev/null 2>&1; then
+      # pydantic may need a newer typing_extensions than the env's (pip resolved that above; --target cannot)
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+        --upgrade --target "$SITE" "$WHEELS"/extra/typing_extensions-*.whl || true
+    fi
   fi
   "$PY" -c "$NEED" || die "still missing after the install: $NEED (is the wheel set for $("$PY" --version 2>&1)?)"
 fi

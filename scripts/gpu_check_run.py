@@ -109,6 +109,8 @@ def check_round(workspace: Path) -> dict[str, Any]:
     }
     if (rdir / "metrics.json").is_file():
         info["round_metrics"] = read_json(rdir / "metrics.json")
+        keep = ("fold", "device", "seconds", "train_images_per_second", "predict_images_per_second", "peak_device_memory_mb")
+        info["fold_costs"] = [{k: c.get(k) for k in keep} for c in info["round_metrics"].get("fold_costs") or []]
     return info
 
 
@@ -143,6 +145,9 @@ def summarise(summary: dict) -> str:
         k = summary["kfold"]
         lines.append(f"kfold: {len(k['oof_folds'])} folds x 1 epoch in {summary['timings_s'].get('kfold', 0):.1f} s; OOF {k['oof_rows']}/{k['train_samples']} "
                      f"train samples (each once: {k['oof_covers_train_once']}); queue {k['queue_rows']} rows")
+        for c in k.get("fold_costs", []):
+            lines.append(f"  fold {c['fold']}: {c['seconds']} s, train {c['train_images_per_second']} img/s, predict "
+                         f"{c['predict_images_per_second']} img/s, peak device memory {c['peak_device_memory_mb']} MB ({c['device']})")
     lines.append(f"timings (s): {summary['timings_s']}")
     if summary.get("error"):
         lines.append(f"ERROR: {summary['error']}")
