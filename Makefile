@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKSPACE ?= workspaces/demo
+# the demo's final training: quick (experiment=demo_digits_quick, 4 epochs) or full (experiment=demo_digits, 15)
+DEMO_TRAIN ?= quick
+DEMO_EXPERIMENT := $(if $(filter full,$(DEMO_TRAIN)),demo_digits,demo_digits_quick)
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup weights demo test test-fast clean labelstudio
@@ -26,7 +29,7 @@ weights: setup
 demo: setup weights
 	$(BIN)/kibble import workspace=$(WORKSPACE) overwrite=true inject_noise.rate=0.2
 	$(BIN)/kibble loop workspace=$(WORKSPACE) experiment=demo_loop
-	$(BIN)/kibble train workspace=$(WORKSPACE) experiment=demo_digits
+	$(BIN)/kibble train workspace=$(WORKSPACE) experiment=$(DEMO_EXPERIMENT)
 	@echo "round reports (queue gallery, test metrics vs targets, loop curves): $(WORKSPACE)/rounds/*/report.html"
 
 test: setup
