@@ -66,9 +66,10 @@ def test_configure_drops_the_tip_but_keeps_real_warnings(caplog: pytest.LogCaptu
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     try:
         output.configure(verbose=False)
-        with caplog.at_level(logging.INFO, logger=logger.name):
+        with caplog.at_level(logging.INFO, logger=logger.name), caplog.at_level(logging.INFO, logger="lightning.fabric.utilities.seed"):
             logger.info("💡 Tip: install our cloud product")
             logger.info("GPU available: False, used: False")
+            logging.getLogger("lightning.fabric.utilities.seed").info("[rank: 1] Seed set to 0")  # a DDP child rank
             logger.warning("`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.")
         assert [r.getMessage() for r in caplog.records] == ["`Trainer(limit_val_batches=1)` was configured so 1 batch will be used."]
         with warnings.catch_warnings(record=True) as caught:

@@ -48,7 +48,8 @@ KNOWN_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch, from lightning/pytorch/utilities/_pytree.py
 )
 
-_NOISE = re.compile("|".join(f"(?:{m})" for m in NOISE_MESSAGES), re.DOTALL)
+# a DDP child rank's record may carry Lightning's "[rank: 1] " prefix
+_NOISE = re.compile(r"(?:\[rank: \d+\] )?(?:" + "|".join(f"(?:{m})" for m in NOISE_MESSAGES) + ")", re.DOTALL)
 _TRUE = {"true", "1", "yes", "on"}
 
 
