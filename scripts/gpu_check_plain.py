@@ -88,9 +88,11 @@ def train(cfg, skip_epochs: int = 1) -> dict:
     inv_std = 1.0 / (torch.tensor(data_config["std"], device=device).view(1, -1, 1, 1) * 255.0)
     dtype = autocast_dtype(cfg.trainer.precision)
     clock = EpochClock(skip_epochs)
+    loader_dtype = None
     for _ in range(epochs):
         for i, (batch, last) in enumerate(fetch_one_ahead(loader)):
             # to the device (and its batch transform) before the clock: Lightning does both before on_train_batch_start
+            loader_dtype = loader_dtype or str(batch[0].dtype)
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             if device_transform is not None:
                 x = device_transform(x, train=True)
@@ -109,7 +111,8 @@ def train(cfg, skip_epochs: int = 1) -> dict:
             clock.batch_end(len(y), last, device)
     return {"arm": "plain", **clock.result(), **peak_memory(device), "device": device_name(device),
             "precision": str(cfg.trainer.precision), "batch_size": int(cfg.data.batch_size), "num_workers": loader.num_workers,
-            "pin_memory": bool(loader.pin_memory), "final_loss": loss.item()}
+            "pin_memory": bool(loader.pin_memory), "loader_dtype": loader_dtype, "device_transform": device_transform is not None,
+            "final_loss": loss.item()}
 
 
 def main() -> None:
