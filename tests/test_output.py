@@ -40,6 +40,21 @@ def test_a_train_run_prints_no_tips_or_known_deprecations_unless_verbose(digits_
     assert "💡 Tip" in text and "GPU available" in text
 
 
+@pytest.mark.slow
+def test_ddp_child_ranks_are_quiet_too(digits_workspace: Path, tmp_path: Path):
+    """Lightning re-runs the command line for rank 1: the silencing must not depend on rank 0's process."""
+    import torch
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available")
+    proc = tiny_train(digits_workspace, tmp_path / "ddp", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "GLOBAL_RANK: 1" in text  # a second process ran
+    for noise in (*NOISE, "Seed set to"):
+        assert noise not in text, f"{noise!r} printed by a DDP run:\n{text[-3000:]}"
+
+
 def test_a_kibble_error_is_one_line_without_the_hydra_banner(digits_workspace: Path):
     proc = run_kibble("merge", f"workspace={digits_workspace}", "reviews=/nonexistent.csv")
     assert proc.returncode == 1
