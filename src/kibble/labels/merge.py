@@ -144,19 +144,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     new = make_events(records)  # checks verdicts and sources
     events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
     resolved = resolve_labels(events, pol)
-
-    updated = manifest.copy()
-    by_sid = resolved.set_index("sample_id")
-    hit = updated["sample_id"].isin(by_sid.index)
-    new_labels = updated["label"].astype(object).copy()
-    new_labels[hit] = updated.loc[hit, "sample_id"].map(by_sid["label"]).astype(object)
-    updated["label"] = new_labels.where(new_labels.notna(), None)
-    excluded = pd.Series(False, index=updated.index)
-    excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
-    updated["excluded"] = excluded.astype(bool)
-    # a pool image that got a label (a kind=new review) joins the training set
-    to_train = (updated["split"] == "pool") & updated["label"].notna()
-    updated.loc[to_train, "split"] = "train"
+    updated, to_train = label_view(manifest, resolved)
     updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
 
     changed = [_opt(a) != _opt(b) for a, b in zip(manifest["label"], updated["label"])]
@@ -192,6 +180,26 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         "policy_changed": policy_change is not None and policy_change["from"] is not None,
     }
     return summary
+
+
+def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """(the manifest with `label`/`excluded` from the resolved history, which pool rows moved to train).
+
+    A pool image that got a label (a kind=new review) joins the training set. Used by the merge and
+    by a re-import that carries answers over (kibble.data.reimport).
+    """
+    updated = manifest.copy()
+    by_sid = resolved.set_index("sample_id")
+    hit = updated["sample_id"].isin(by_sid.index)
+    new_labels = updated["label"].astype(object).copy()
+    new_labels[hit] = updated.loc[hit, "sample_id"].map(by_sid["label"]).astype(object)
+    updated["label"] = new_labels.where(new_labels.notna(), None)
+    excluded = pd.Series(False, index=updated.index)
+    excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
+    updated["excluded"] = excluded.astype(bool)
+    to_train = (updated["split"] == "pool") & updated["label"].notna()
+    updated.loc[to_train, "split"] = "train"
+    return updated, to_train
 
 
 _na = is_missing
