@@ -30,6 +30,7 @@ from kibble.io import atomic_write_json
 from kibble.paths import Workspace
 from kibble.queue.formats import (
     LABEL_CONTROL,
+    PUSH_RECORD,
     QUEUE_CSV,
     image_url_builder,
     labeling_config,
@@ -42,7 +43,7 @@ from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
 from kibble.labels.merge import merge_reviews
 from kibble.labels.reviews import reviews_from_labelstudio
 
-RECORD = "labelstudio.json"
+RECORD = PUSH_RECORD  # labelstudio.json
 EXPORT = "labelstudio_export.json"
 DEFAULT_TITLE = "kibble {workspace} round {round:03d}"
 
@@ -230,6 +231,7 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
     server.whoami()  # a clear error before anything else when the server or the key is wrong
 
     record = load_record(round_dir)
+    previous = dict(record or {})
     project_id = None
     if record is not None and record.get("server") == server.url and server.project(record["project_id"]) is not None:
         project_id = int(record["project_id"])
@@ -254,6 +256,8 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
     new_ids = server.import_tasks(project_id, new)
     ids = {**held, **{str(t["data"]["queue_id"]): tid for t, tid in zip(new, new_ids)}}
     queue_ids = [str(q) for q in queue["queue_id"]]
+    # tasks of a replaced queue version stay in the record: their answers are still pulled and merged
+    earlier = {str(q): int(t) for q, t in (previous.get("tasks") or {}).items()} if int(previous.get("project_id", -1)) == int(project_id) else {}
     record = {
         "server": server.url,
         "project_id": int(project_id),
@@ -262,7 +266,7 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
         "classes": classes.names,
         "overlap": int(overlap),
         "pushed_at": now_utc(),
-        "tasks": {q: int(ids[q]) for q in queue_ids},
+        "tasks": {**earlier, **{q: int(ids[q]) for q in queue_ids}},
     }
     atomic_write_json(round_dir / RECORD, record)
     return {"project_id": int(project_id), "title": title, "created": created, "n_tasks": len(queue_ids),

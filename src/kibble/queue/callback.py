@@ -15,14 +15,14 @@ import pandas as pd
 from kibble.io import atomic_write_csv, atomic_write_parquet
 from kibble.queue.budget import split_budget
 from kibble.queue.builder import build_queue, settled_samples
-from kibble.queue.formats import write_queue_files
-from kibble.annotation.gold import GOLD_FILE, normalise_gold, round_gold
+from kibble.queue.formats import is_pushed, keep_queue_version, versioned_name, write_queue_files
+from kibble.annotation.gold import GOLD_FILE, load_gold, normalise_gold, round_gold
 from kibble.labels.history import load_events
 from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
-from kibble.strategies.registry import get_strategy, run_strategy
+from kibble.strategies.registry import get_strategy, run_strategy, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class BuildQueue:
 
     def score(self, ctx: RoundContext) -> dict[str, StrategyOutput]:
         labels, probs, embeddings = ctx.given_indices(), ctx.probs(), ctx.embeddings()
+        labels, probs = validate_inputs(self.strategies, labels, probs)  # once per round, not once per strategy
         if any(f"strategy:{n}" not in ctx.shared for n in self._trained_strategies()):
             self.collective(ctx)  # `kibble queue` and other single-process callers
         outputs = {}
@@ -89,7 +90,7 @@ class BuildQueue:
             elif name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)
                 outputs[name] = self.extra_strategies[name](ctx, **self.params.get(name, {}))
             else:
-                outputs[name] = run_strategy(name, labels, probs, embeddings, **params)
+                outputs[name] = run_strategy(name, labels, probs, embeddings, validated=True, **params)
         return outputs
 
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
@@ -115,6 +116,8 @@ class BuildQueue:
         gold_table = None
         if self.gold and normalise_gold(self.gold)["rate"] > 0:  # gold rows look like the others; only gold.csv says which
             queue, gold_table = round_gold(ctx, queue, self.gold)
+        pushed = is_pushed(ctx.round_dir)  # in annotators' hands: the replaced version is kept beside the new one
+        version = keep_queue_version(ctx.round_dir) if pushed else None
         files = write_queue_files(queue, ctx.round_dir, ctx.classes, self.image_url, data_root=ctx.workspace.data_root, model_version=f"kibble-round-{ctx.round_index:03d}")
         scores = pd.DataFrame({"sample_id": oof["sample_id"]})
         for name, out in outputs.items():
@@ -122,16 +125,23 @@ class BuildQueue:
             scores[f"{name}_flagged"] = out.flagged.astype(bool)
             scores[f"{name}_suggested"] = out.suggested.astype(np.int64)
         atomic_write_parquet(ctx.round_dir / "scores.parquet", scores)
+        gold_path = ctx.round_dir / GOLD_FILE
+        if pushed and gold_path.is_file() and gold_table is not None:  # answers to the old version's gold rows stay gold (never vote)
+            gold_table = pd.concat([gold_table, load_gold([ctx.round_dir])], ignore_index=True).drop_duplicates("sample_id")
         if gold_table is not None:
-            atomic_write_csv(ctx.round_dir / GOLD_FILE, gold_table)
-        else:
-            (ctx.round_dir / GOLD_FILE).unlink(missing_ok=True)  # a rebuilt queue without gold: no stale gold list
+            atomic_write_csv(gold_path, gold_table)
+        elif not pushed:
+            gold_path.unlink(missing_ok=True)  # a rebuilt queue nobody was shown, without gold: no stale gold list
         summary = {
             "queue_size": int(len(queue)),
             "queue_budget": budget,
             "queue_suppressed": int(len(suppress)),
             "queue_by_strategy": queue["strategy"].value_counts().to_dict(),
         }
+        if version is not None:
+            summary["queue_replaced_version"] = version
+            log.info("round %d was pushed to Label Studio: the previous queue is kept as %s (and gold)", ctx.round_index,
+                     versioned_name("queue.csv", version))
         if split.new:
             summary.update(queue_new=int((queue["kind"] == "new").sum()), queue_budget_new=split.new)
         update_round_metrics(ctx.round_dir, summary)

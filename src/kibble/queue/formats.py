@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.values import is_missing
 from kibble.data.classes import ClassList
-from kibble.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from kibble.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 from kibble.labels.history import VERDICTS
 
 QUEUE_COLUMNS = [
@@ -42,6 +43,8 @@ KINDS = ("relabel", "new")
 QUEUE_CSV = "queue.csv"
 QUEUE_LABELSTUDIO = "queue.labelstudio.json"
 LABELING_CONFIG = "labeling_config.xml"
+PUSH_RECORD = "labelstudio.json"  # written by `kibble labelstudio push`: the round's queue is in annotators' hands
+VERSIONED = (QUEUE_CSV, QUEUE_LABELSTUDIO, "gold.csv")  # what a rebuilt pushed queue keeps as queue.vN.csv, ...
 LOCAL_FILES_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 
@@ -54,13 +57,55 @@ NOTE_CONTROL = "note"
 ImageUrl = Callable[[str], str]
 
 
-def load_queues(rounds_dir: str | Path) -> pd.DataFrame:
-    """Every `rounds/NNN/queue.csv` under `rounds_dir`, stacked: queue_id, round, sample_id, given_label.
+def versioned_name(name: str, version: int) -> str:
+    """`queue.csv` -> `queue.v1.csv`, `queue.labelstudio.json` -> `queue.labelstudio.v1.json`."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.v{int(version)}.{suffix}" if dot else f"{name}.v{int(version)}"
 
-    Used to map reviews back to the queue they answer (their round and the label the human saw).
+
+def queue_versions(round_dir: str | Path) -> list[int]:
+    """The replaced versions of a round's queue kept beside it (queue.v1.csv, ...), oldest first."""
+    found = []
+    for path in Path(round_dir).glob("queue.v*.csv"):
+        number = path.name[len("queue.v"):-len(".csv")]
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
+def is_pushed(round_dir: str | Path) -> bool:
+    """True when the round's queue went to Label Studio (`kibble labelstudio push` recorded it)."""
+    return (Path(round_dir) / PUSH_RECORD).is_file() and (Path(round_dir) / QUEUE_CSV).is_file()
+
+
+def keep_queue_version(round_dir: str | Path) -> int:
+    """Copy the round's queue files (queue.csv, queue.labelstudio.json, gold.csv) to the next `.vN` names.
+
+    Why: a pushed queue is in annotators' hands; rebuilding it must not erase what they were shown (or
+    which rows were gold), so answers to the old version still resolve. Returns N. Call it under the
+    workspace lock, before writing the new version.
+    """
+    round_dir = Path(round_dir)
+    version = 1 + max(queue_versions(round_dir), default=0)
+    for name in VERSIONED:
+        if (round_dir / name).is_file():
+            with atomic_path(round_dir / versioned_name(name, version)) as tmp:
+                shutil.copyfile(round_dir / name, tmp)
+    return version
+
+
+def load_queues(rounds_dir: str | Path) -> pd.DataFrame:
+    """Every `rounds/NNN/queue.csv` under `rounds_dir` (replaced versions first), stacked: queue_id, round, sample_id, given_label.
+
+    Used to map reviews back to the queue they answer (their round and the label the human saw); the
+    current version comes after the replaced ones of its round, so it wins where both hold a sample.
     """
     frames = []
-    for path in sorted(Path(rounds_dir).glob(f"*/{QUEUE_CSV}")):
+    paths = []
+    for round_dir in sorted(p for p in Path(rounds_dir).glob("*") if p.is_dir()):
+        paths += [round_dir / versioned_name(QUEUE_CSV, v) for v in queue_versions(round_dir)]
+        paths += [round_dir / QUEUE_CSV] if (round_dir / QUEUE_CSV).is_file() else []
+    for path in paths:
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
