@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -13,6 +14,7 @@ import yaml
 from kibble import KibbleError
 from kibble.io import atomic_write_yaml
 
+log = logging.getLogger(__name__)
 DEFAULT_TARGETS = {"per_class_f1": 0.80, "weighted_f1": 0.85}
 DEFAULT_SEVERITY = {"same_group": 0.5, "other_group": 1.0}
 
@@ -26,6 +28,19 @@ def _weight(value: Any, path: Path, name: str) -> float:
     if not np.isfinite(weight) or weight < 0:
         raise KibbleError(f"{path}: class {name!r} has weight {value!r}; weights must be numbers >= 0")
     return weight
+
+
+_warned: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _warn_unknown_targets(path: Path, targets: dict[str, Any], names: list[str]) -> None:
+    """A `targets.class_f1` entry naming no class would be ignored by the gate: say so, once per file and set."""
+    per_class = targets.get("class_f1") or {}
+    unknown = tuple(sorted(str(k) for k in (per_class if isinstance(per_class, dict) else {}) if str(k) not in set(names)))
+    if unknown and (str(path), unknown) not in _warned:
+        _warned.add((str(path), unknown))
+        log.warning("%s: targets.class_f1 names unknown class(es) %s; their targets are ignored (use names from `classes:`)",
+                    path, list(unknown[:5]))
 
 
 @dataclass
@@ -141,8 +156,6 @@ class ClassList:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise KibbleError(f"{path}: duplicate class names {dupes}; each class must appear once")
-        return cls(
-            infos,
-            severity=dict(raw.get("severity") or DEFAULT_SEVERITY),
-            targets={**DEFAULT_TARGETS, **(raw.get("targets") or {})},
-        )
+        targets = {**DEFAULT_TARGETS, **(raw.get("targets") or {})}
+        _warn_unknown_targets(path, targets, names)
+        return cls(infos, severity=dict(raw.get("severity") or DEFAULT_SEVERITY), targets=targets)

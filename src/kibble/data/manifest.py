@@ -82,6 +82,18 @@ def manifest_fingerprint(frame: pd.DataFrame) -> str:
     return rows_fingerprint(frame[frame["split"] == "train"])
 
 
+def classes_without_train(frame: pd.DataFrame, class_names: list[str]) -> list[str]:
+    """Classes no trainable row has (split train, a label, not excluded): a model cannot learn them.
+
+    Said as a warning (import, merge) rather than an error: a class may be on its way in (pool, reviews).
+    """
+    mask = (frame["split"] == "train") & frame["label"].notna()
+    if "excluded" in frame.columns:
+        mask &= ~frame["excluded"].fillna(False).astype(bool)
+    present = set(frame.loc[mask, "label"].astype(str))
+    return [c for c in class_names if c not in present]
+
+
 def resolve_image_path(path: str, data_root: str | Path) -> Path:
     p = Path(path)
     return p if p.is_absolute() else Path(data_root) / p

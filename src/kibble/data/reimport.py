@@ -25,7 +25,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.images import scan_images
-from kibble.data.manifest import load_manifest, resolve_image_path, save_manifest, validate_manifest
+from kibble.data.manifest import classes_without_train, load_manifest, resolve_image_path, save_manifest, validate_manifest
 from kibble.data.sources import inject_noise, make_pool, pool_from_folder
 from kibble.data.taxonomy import taxonomy_for
 from kibble.io import atomic_write_json, atomic_write_parquet, read_json
@@ -113,6 +113,10 @@ def plan_import(ws: Workspace, frame: pd.DataFrame, names: list[str], display: M
     if existing is None:  # a shipped taxonomy (Stanford Dogs / Imagewoof breed groups) when the class set matches
         classes, found = taxonomy_for(names, dict(display or {}), taxonomy)
     frame = validate_manifest(frame, classes.names, source=source)
+    empty = classes_without_train(frame if existing is None else pd.concat([existing, frame], ignore_index=True), classes.names)
+    if empty:
+        notes.append(f"warning: {len(empty)} class(es) without train images: {empty[:5]}{' ...' if len(empty) > 5 else ''}; "
+                     "a model cannot learn them until some are labelled")
     return ImportPlan(mode, frame, classes, found, data_root, {str(paths[i]): r for i, r in bad.items()}, notes,
                       0 if existing is None else len(existing), origin or source)
 

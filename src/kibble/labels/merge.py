@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from kibble import KibbleError
 from kibble.annotation.assess import assess_rounds, tag_records, write_assessments
 from kibble.annotation.quality import human_note
 from kibble.data.classes import ClassList
-from kibble.data.manifest import load_manifest, save_manifest, validate_manifest
+from kibble.data.manifest import classes_without_train, load_manifest, save_manifest, validate_manifest
 from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
 from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_lock
 from kibble.labels.policy import resolve_labels
@@ -29,6 +30,7 @@ from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
 from kibble.values import is_missing
 
+log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
 
 
@@ -116,6 +118,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     records, batch_ids = [], set()
     merged_rounds: list[int] = []
     n_duplicates = 0
+    out_of_range: list[tuple[str, int]] = []
     for rec in reviews.to_dict("records"):
         sid = str(rec["sample_id"])
         label, verdict = _opt(rec.get("label")), str(rec["verdict"])
@@ -123,6 +126,9 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         own_round = rec.get("round")
         explicit = round_index is not None or not _na(own_round)
         rnd = int(round_index) if round_index is not None else (int(own_round) if not _na(own_round) else current_round)
+        if not 0 <= rnd <= current_round:
+            out_of_range.append((sid, rnd))
+            continue
         eid = event_id(sid, label, verdict, annotator, source, rnd, note)
         if eid in existing_ids or eid in batch_ids:
             n_duplicates += 1
@@ -139,6 +145,11 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
             "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
             "lead_time": None if _na(rec.get("lead_time")) else float(rec["lead_time"]),  # seconds (answers/hour)
         })
+    if out_of_range:  # a typo in a round column must not move the workspace to that round + 1
+        sid, rnd = out_of_range[0]
+        where = f"round={round_index}" if round_index is not None else f"the review of sample {sid!r} is for round {rnd}"
+        raise KibbleError(f"{origin}: {where}, but {ws.root} has rounds 0..{current_round} ({len(out_of_range)} review(s) outside); "
+                          f"fix the round to one of 0..{current_round}")
     assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
     tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
     new = make_events(records)  # checks verdicts and sources
@@ -151,14 +162,20 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     old_excluded = manifest["excluded"].fillna(False).astype(bool) if "excluded" in manifest else pd.Series(False, index=manifest.index)
     manifest_changed = any(changed) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
 
+    # an empty reviews file (a header only, an export without annotations) writes nothing, unless it carries
+    # a deliberate policy change (policy.reapply=true): "merged 0 reviews" must not rewrite the manifest
+    write = len(reviews) > 0 or (policy_change is not None and policy_change["from"] is not None)
     # all checks passed: write the policy, the history, then the manifest view, then the round
-    if policy_change is not None:
+    if write and policy_change is not None:
         record_policy(ws, policy_change, task or default_task(), sum(changed))
     if len(new):
         append_events(ws.label_events, new, existing=old)
-    if manifest_changed:
+    if write and manifest_changed:
         save_manifest(updated, ws.manifest, classes.names)
-    flagged = write_assessments(ws, assessed, events) if assessed else {}
+    flagged = write_assessments(ws, assessed, events) if assessed and write else {}
+    empty = classes_without_train(updated, classes.names) if write and manifest_changed else []
+    if empty:
+        log.warning("%s: %d class(es) without train images after this merge: %s; a model cannot learn them", ws.manifest, len(empty), empty[:5])
     next_round = max([current_round] + [r + 1 for r in merged_rounds])
     if next_round != current_round:
         ws.set_current_round(next_round)
@@ -178,6 +195,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         "next_round": next_round,
         "policy": pol,
         "policy_changed": policy_change is not None and policy_change["from"] is not None,
+        "written": bool(write),
     }
     return summary
 

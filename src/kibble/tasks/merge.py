@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"{summary['n_excluded']} excluded, {summary['n_ambiguous']} ambiguous; {moved}"
         + (f"; flagged annotators: {', '.join(summary['annotators_flagged'])}" if summary["annotators_flagged"] else "")
         + ("; new label policy recorded in policy.yaml" if summary["policy_changed"] else "")
+        + ("" if summary.get("written", True) else "; the file holds no reviews: nothing written")
     )
     return summary
 
