@@ -4,6 +4,7 @@ history and carries its human answers, an append adds images and keeps everythin
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +150,13 @@ def test_append_labelled_rows_get_import_events(fresh_digits_workspace, tmp_path
 def test_new_import_into_an_imported_workspace_points_to_append_and_overwrite(fresh_digits_workspace):
     with pytest.raises(KibbleError, match="mode=append to add images, or overwrite=true to re-import"):
         import_workspace(fresh_digits_workspace)
+
+
+def test_an_import_with_a_class_without_train_images_says_so(tmp_path):
+    write_noise_jpegs(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"path": ["imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"], "label": ["cat", "cat", "dog"],
+                  "split": ["train", "train", "test"]}).to_csv(table, index=False)
+    ws = import_workspace(tmp_path / "ws", ["source=csv", f"source.path={table}"])
+    notes = json.loads((ws / "import_report.json").read_text())["notes"]
+    assert any(n.startswith("warning: 1 class(es) without train images: ['dog']") for n in notes)
