@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kibble import KibbleError
-from kibble.strategies.base import StrategyOutput, check_probs, entropy_rows
+from kibble.strategies.base import StrategyOutput, argmax_rows, check_probs, entropy_rows, row_chunks, top_two
 
 _EPS = 1e-12
 
@@ -40,34 +40,48 @@ def _check_batch(batch_size, n: int) -> int:
     return int(batch_size)
 
 
-def _output(score: np.ndarray, probs: np.ndarray) -> StrategyOutput:
-    return StrategyOutput(score=score, suggested=probs.argmax(axis=1).astype(np.int64), flagged=np.ones(len(score), dtype=bool))
+def _output(score: np.ndarray, probs: np.ndarray, suggested: np.ndarray | None = None) -> StrategyOutput:
+    suggested = argmax_rows(probs)[0] if suggested is None else suggested
+    return StrategyOutput(score=score, suggested=suggested.astype(np.int64), flagged=np.ones(len(score), dtype=bool))
 
 
 def least_confidence(probs) -> StrategyOutput:
     """1 - max p, scaled by K/(K-1) to [0, 1]: the model's best guess is weak."""
-    probs = check_probs(probs)
+    return _least_confidence(check_probs(probs))
+
+
+def _least_confidence(probs: np.ndarray) -> StrategyOutput:
     k = probs.shape[1]
-    return _output((1.0 - probs.max(axis=1)) * k / (k - 1), probs)
+    best, top = argmax_rows(probs)
+    return _output((1.0 - top) * k / (k - 1), probs, best)
 
 
 def margin(probs) -> StrategyOutput:
     """1 - (p_top1 - p_top2): torn between two classes (the most robust uncertainty sampler in practice)."""
-    probs = check_probs(probs)
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return _output(1.0 - (top2[:, 1] - top2[:, 0]), probs)
+    return _margin(check_probs(probs))
+
+
+def _margin(probs: np.ndarray) -> StrategyOutput:
+    first, second = top_two(probs)
+    return _output(1.0 - (first - second), probs)
 
 
 def ratio(probs) -> StrategyOutput:
     """p_top2 / p_top1 in [0, 1]: the margin on a relative scale."""
-    probs = check_probs(probs)
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return _output(top2[:, 0] / np.clip(top2[:, 1], _EPS, None), probs)
+    return _ratio(check_probs(probs))
+
+
+def _ratio(probs: np.ndarray) -> StrategyOutput:
+    first, second = top_two(probs)
+    return _output(second / np.clip(first, _EPS, None), probs)
 
 
 def entropy(probs) -> StrategyOutput:
     """Shannon entropy / log K in [0, 1]: uncertainty spread over all classes."""
-    probs = check_probs(probs)
+    return _entropy(check_probs(probs))
+
+
+def _entropy(probs: np.ndarray) -> StrategyOutput:
     return _output(np.clip(entropy_rows(probs) / np.log(probs.shape[1]), 0.0, 1.0), probs)
 
 
@@ -105,10 +119,13 @@ def expected_cost(probs, severity) -> StrategyOutput:
         raise KibbleError(f"severity matrix must be K x K = {k} x {k} (classes.yaml order); got {cost.shape}")
     if not np.isfinite(cost).all() or (cost < 0).any():
         raise KibbleError("severity matrix costs must be finite and >= 0")
-    risk = probs @ cost  # (N, K): expected cost of predicting each class
     scale = cost.max() if cost.max() > 0 else 1.0
-    best = risk.argmin(axis=1)
-    return StrategyOutput(score=risk.min(axis=1) / scale, suggested=best.astype(np.int64), flagged=np.ones(len(probs), dtype=bool))
+    best, low = np.empty(len(probs), dtype=np.int64), np.empty(len(probs))
+    for rows in row_chunks(len(probs), k):  # the (N, K) risk matrix one chunk at a time
+        risk = np.maximum(probs[rows].astype(np.float64), 0.0) @ cost  # expected cost of predicting each class
+        best[rows] = risk.argmin(axis=1)
+        low[rows] = np.take_along_axis(risk, best[rows, None], axis=1)[:, 0]
+    return StrategyOutput(score=low / scale, suggested=best, flagged=np.ones(len(probs), dtype=bool))
 
 
 def random(probs, seed: int = 0) -> StrategyOutput:
@@ -118,9 +135,10 @@ def random(probs, seed: int = 0) -> StrategyOutput:
 
 
 def _uncertainty(probs: np.ndarray, kind: str) -> np.ndarray:
+    """An uncertainty score of checked probs (no second check)."""
     if kind not in UNCERTAINTY:
         raise KibbleError(f"uncertainty={kind!r}; use one of {sorted(UNCERTAINTY)}")
-    return UNCERTAINTY[kind](probs).score
+    return _UNCERTAINTY_COMPUTE[kind](probs).score
 
 
 def _unit(emb: np.ndarray) -> np.ndarray:
@@ -212,3 +230,4 @@ def hybrid(probs, embeddings, batch_size: int, top_factor: float = 5.0, uncertai
 
 
 UNCERTAINTY = {"least_confidence": least_confidence, "margin": margin, "ratio": ratio, "entropy": entropy}
+_UNCERTAINTY_COMPUTE = {"least_confidence": _least_confidence, "margin": _margin, "ratio": _ratio, "entropy": _entropy}

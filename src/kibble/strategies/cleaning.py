@@ -13,23 +13,17 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kibble import KibbleError
-from kibble.strategies.base import StrategyOutput, check_labels_probs, check_probs, entropy_rows
+from kibble.strategies.base import (
+    StrategyOutput,
+    argmax_rows,
+    best_other,
+    check_cleaning_inputs,
+    entropy_rows,
+    gather,
+    row_chunks,
+)
 
 _EPS = 1e-12
-
-
-def _check(labels, probs) -> tuple[np.ndarray, np.ndarray]:
-    """Label checks plus base.check_probs' stricter probability checks (K >= 2, no negatives)."""
-    labels, probs = check_labels_probs(labels, probs)
-    return labels, check_probs(probs)
-
-
-def _best_other(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Most probable class other than the given label, and its probability (the likeliest correction)."""
-    masked = probs.copy()
-    masked[np.arange(len(labels)), labels] = -np.inf
-    other = masked.argmax(axis=1)
-    return other, probs[np.arange(len(labels)), other]
 
 
 def kfold(labels, probs) -> StrategyOutput:
@@ -37,9 +31,13 @@ def kfold(labels, probs) -> StrategyOutput:
 
     score = probability of the predicted class (also given to agreeing rows, which stay unflagged).
     """
-    labels, probs = _check(labels, probs)
-    pred = probs.argmax(axis=1)
-    return StrategyOutput(score=probs.max(axis=1), suggested=pred, flagged=pred != labels)
+    return compute_kfold(*check_cleaning_inputs(labels, probs))
+
+
+def compute_kfold(labels: np.ndarray, probs: np.ndarray) -> StrategyOutput:
+    """kfold on inputs that passed check_cleaning_inputs."""
+    pred, top = argmax_rows(probs)
+    return StrategyOutput(score=top, suggested=pred, flagged=pred != labels)
 
 
 def entropy(labels, probs) -> StrategyOutput:
@@ -47,9 +45,13 @@ def entropy(labels, probs) -> StrategyOutput:
 
     score = Shannon entropy (natural log) divided by log(K), so it lies in [0, 1]; all rows flagged.
     """
-    labels, probs = _check(labels, probs)
+    return compute_entropy(*check_cleaning_inputs(labels, probs))
+
+
+def compute_entropy(labels: np.ndarray, probs: np.ndarray) -> StrategyOutput:
+    """entropy on inputs that passed check_cleaning_inputs."""
     score = entropy_rows(probs) / np.log(probs.shape[1])
-    return StrategyOutput(score=np.clip(score, 0.0, 1.0), suggested=probs.argmax(axis=1),
+    return StrategyOutput(score=np.clip(score, 0.0, 1.0), suggested=argmax_rows(probs)[0],
                           flagged=np.ones(len(labels), dtype=bool))
 
 
@@ -59,10 +61,13 @@ def self_confidence(labels, probs) -> StrategyOutput:
     All rows are flagged (queues take the top scores). suggested = the most probable class other than
     the given label, i.e. the argmax unless the argmax is the label itself, so it is always a correction.
     """
-    labels, probs = _check(labels, probs)
-    other, _ = _best_other(labels, probs)
-    score = 1.0 - probs[np.arange(len(labels)), labels]
-    return StrategyOutput(score=score, suggested=other, flagged=np.ones(len(labels), dtype=bool))
+    return compute_self_confidence(*check_cleaning_inputs(labels, probs))
+
+
+def compute_self_confidence(labels: np.ndarray, probs: np.ndarray) -> StrategyOutput:
+    """self_confidence on inputs that passed check_cleaning_inputs."""
+    score = 1.0 - gather(probs, labels)
+    return StrategyOutput(score=score, suggested=best_other(labels, probs), flagged=np.ones(len(labels), dtype=bool))
 
 
 def normalized_margin(labels, probs) -> StrategyOutput:
@@ -70,31 +75,44 @@ def normalized_margin(labels, probs) -> StrategyOutput:
 
     Beats self-confidence when a competing class is strong. suggested = best other class; all flagged.
     """
-    labels, probs = _check(labels, probs)
-    other, p_other = _best_other(labels, probs)
-    quality = (probs[np.arange(len(labels)), labels] - p_other + 1.0) / 2.0
+    return compute_normalized_margin(*check_cleaning_inputs(labels, probs))
+
+
+def compute_normalized_margin(labels: np.ndarray, probs: np.ndarray) -> StrategyOutput:
+    """normalized_margin on inputs that passed check_cleaning_inputs."""
+    other = best_other(labels, probs)
+    quality = (gather(probs, labels) - gather(probs, other) + 1.0) / 2.0
     return StrategyOutput(score=1.0 - quality, suggested=other, flagged=np.ones(len(labels), dtype=bool))
 
 
 def confident_learning(labels, probs, **kwargs) -> StrategyOutput:
     """cleanlab's confident learning as the reference: its `find_label_issues` mask decides `flagged`.
 
-    score = 1 - cleanlab.rank.get_label_quality_scores (self-confidence); suggested = argmax.
+    score = 1 - cleanlab's self-confidence quality (1 - p[label]); suggested = argmax.
     kwargs go to `cleanlab.filter.find_label_issues` (e.g. filter_by, n_jobs); a mask is required,
     so `return_indices_ranked_by` is refused.
     """
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+    return compute_confident_learning(*check_cleaning_inputs(labels, probs), **kwargs)
 
-    labels, probs = _check(labels, probs)
+
+def compute_confident_learning(labels: np.ndarray, probs: np.ndarray, **kwargs) -> StrategyOutput:
+    """confident_learning on inputs that passed check_cleaning_inputs.
+
+    cleanlab gets the probabilities in their own dtype (float32 from a store: no float64 copy of
+    the matrix), with values below 0 read as 0 only when there are any.
+    """
+    from cleanlab.filter import find_label_issues
+
     if kwargs.get("return_indices_ranked_by") is not None:
         raise KibbleError("confident_learning needs a boolean mask; do not pass return_indices_ranked_by")
     if len(labels) == 0:
         empty = np.zeros(0)
         return StrategyOutput(score=empty, suggested=empty.astype(np.int64), flagged=empty.astype(bool))
+    if min(float(probs[rows].min()) for rows in row_chunks(len(probs), probs.shape[1])) < 0:
+        probs = np.clip(probs, 0.0, None)
     flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
-    quality = get_label_quality_scores(labels, probs)
-    return StrategyOutput(score=1.0 - quality, suggested=probs.argmax(axis=1), flagged=flagged)
+    # cleanlab.rank.get_label_quality_scores(method="self_confidence") is p[label]
+    return StrategyOutput(score=1.0 - gather(probs, labels), suggested=argmax_rows(probs)[0], flagged=flagged)
 
 
 def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -104,11 +122,15 @@ def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.nda
     are labelled A. Returns (class indices, per-class precision (K,)); never-predicted classes get NaN
     precision and are not reported (no evidence either way).
     """
-    labels, probs = _check(labels, probs)
+    return compute_low_precision_classes(*check_cleaning_inputs(labels, probs), threshold=threshold)
+
+
+def compute_low_precision_classes(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """low_precision_classes on inputs that passed check_cleaning_inputs."""
     if not 0.0 <= threshold <= 1.0:
         raise KibbleError(f"threshold must lie in [0, 1]; got {threshold}")
     k = probs.shape[1]
-    pred = probs.argmax(axis=1)
+    pred = argmax_rows(probs)[0]
     n_pred = np.bincount(pred, minlength=k).astype(np.float64)
     n_hit = np.bincount(pred[pred == labels], minlength=k).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -126,10 +148,15 @@ def precision_renormalize(labels, probs, classes: Sequence[int] | None = None,
     those rows are flagged, all other rows get score 0, suggested -1. A row with no mass outside A
     keeps score 0 and suggested -1. With K = 2 every such row scores 1 (nothing to rank by).
     """
-    labels, probs = _check(labels, probs)
+    return compute_precision_renormalize(*check_cleaning_inputs(labels, probs), classes=classes, threshold=threshold)
+
+
+def compute_precision_renormalize(labels: np.ndarray, probs: np.ndarray, classes: Sequence[int] | None = None,
+                                  threshold: float = 0.8) -> StrategyOutput:
+    """precision_renormalize on inputs that passed check_cleaning_inputs (validated once, not twice)."""
     k = probs.shape[1]
     if classes is None:
-        targets, _ = low_precision_classes(labels, probs, threshold)
+        targets, _ = compute_low_precision_classes(labels, probs, threshold)
     else:
         targets = np.unique(np.asarray(list(classes), dtype=np.int64))
         if targets.size and (targets.min() < 0 or targets.max() >= k):
@@ -138,14 +165,15 @@ def precision_renormalize(labels, probs, classes: Sequence[int] | None = None,
     suggested = np.full(len(labels), -1, dtype=np.int64)
     flagged = np.isin(labels, targets)
     rows = np.flatnonzero(flagged)
-    if rows.size:
-        rest = probs[rows].copy()
-        rest[np.arange(rows.size), labels[rows]] = 0.0
+    for part in row_chunks(rows.size, k):
+        sel = rows[part]
+        rest = np.maximum(probs[sel].astype(np.float64), 0.0)
+        rest[np.arange(sel.size), labels[sel]] = 0.0
         mass = rest.sum(axis=1)
         ok = mass > _EPS
         top = rest.argmax(axis=1)
-        score[rows[ok]] = rest[ok, top[ok]] / mass[ok]
-        suggested[rows[ok]] = top[ok]
+        score[sel[ok]] = rest[ok, top[ok]] / mass[ok]
+        suggested[sel[ok]] = top[ok]
     return StrategyOutput(score=score, suggested=suggested, flagged=flagged)
 
 

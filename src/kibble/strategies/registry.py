@@ -1,4 +1,8 @@
-"""Cleaning strategies by name, so configs and the CLI can pick one with a string."""
+"""Cleaning strategies by name, so configs and the CLI can pick one with a string.
+
+A round validates its OOF once (`validate_inputs`) and runs every strategy on the validated arrays
+(`run_strategy(..., validated=True)` calls the strategies' `compute_*` workers, which trust them).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import numpy as np
 
 from kibble import KibbleError
 from kibble.strategies import cleaning
-from kibble.strategies.base import StrategyOutput
+from kibble.strategies.base import StrategyOutput, check_cleaning_inputs
 
 CLEANING_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
     "kfold": cleaning.kfold,
@@ -18,6 +22,16 @@ CLEANING_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
     "confident_learning": cleaning.confident_learning,
     "precision": cleaning.precision_renormalize,
     "neighbors": cleaning.neighbors,
+}
+
+# The same strategies on validated input (cleanlab's `_compute_*` pattern): no second check per strategy.
+_COMPUTE: dict[str, Callable[..., StrategyOutput]] = {
+    "kfold": cleaning.compute_kfold,
+    "entropy": cleaning.compute_entropy,
+    "self_confidence": cleaning.compute_self_confidence,
+    "normalized_margin": cleaning.compute_normalized_margin,
+    "confident_learning": cleaning.compute_confident_learning,
+    "precision": cleaning.compute_precision_renormalize,
 }
 
 # Strategies that read embeddings (N, D) in place of OOF probabilities.
@@ -44,10 +58,26 @@ def needs_embeddings(name: str) -> bool:
     return name in _EMBEDDING_STRATEGIES
 
 
+def validate_inputs(names, labels: np.ndarray, probs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The round's one validation pass: labels and probs checked (no copy) when any of `names` reads probs.
+
+    Pass the returned arrays to run_strategy(..., validated=True). Names outside the registry are
+    ignored (callers may have their own strategies).
+    """
+    if probs is None or not any(n in _COMPUTE for n in names):
+        return np.asarray(labels), probs
+    return check_cleaning_inputs(labels, probs)
+
+
 def run_strategy(name: str, labels: np.ndarray, probs: np.ndarray | None,
-                 embeddings: np.ndarray | None = None, **kwargs) -> StrategyOutput:
-    """Run strategy `name`, feeding it embeddings or probs as it needs; kwargs go to the strategy."""
+                 embeddings: np.ndarray | None = None, *, validated: bool = False, **kwargs) -> StrategyOutput:
+    """Run strategy `name`, feeding it embeddings or probs as it needs; kwargs go to the strategy.
+
+    validated=True: labels and probs come from validate_inputs, so a probability strategy skips its check.
+    """
     fn = get_strategy(name)
+    if validated and probs is not None and name in _COMPUTE:
+        fn = _COMPUTE[name]
     if needs_embeddings(name):
         if embeddings is None:
             raise KibbleError(f"strategy {name!r} needs embeddings (N, D); none were given "

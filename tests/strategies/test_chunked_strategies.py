@@ -1,0 +1,103 @@
+"""Chunked, validate-once strategies: chunked results equal unchunked ones bit for bit, float32 stays float32,
+and a round's strategies share one validation pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cleanlab.filter import find_label_issues
+
+from kibble.strategies import active, base, cleaning
+from kibble.strategies.registry import run_strategy, validate_inputs
+
+CLEANING = ["kfold", "entropy", "self_confidence", "normalized_margin", "precision_renormalize", "confident_learning"]
+ACTIVE = ["least_confidence", "margin", "ratio", "entropy"]
+
+
+def oof(n=700, k=9, dtype=np.float32, seed=0):
+    """Peaked rows, most labels agreeing with the argmax; some exact ties, some -1e-7 float noise."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(k, 0.4), size=n)
+    ties = np.arange(0, n, 11)
+    probs[ties] = 0.0
+    probs[ties, (ties * 3) % k], probs[ties, (ties * 3 + 1) % k], probs[ties, (ties * 3 + 2) % k] = 0.375, 0.375, 0.25  # ties
+    probs[5::13, -1] = 0.0
+    probs /= probs.sum(1, keepdims=True)
+    probs[5::13, -1] = -1e-7  # a softmax's float noise: accepted, read as 0
+    labels = probs.argmax(1)
+    labels[::4] = rng.integers(0, k, len(labels[::4]))
+    return labels, probs.astype(dtype)
+
+
+def assert_same(a, b):
+    for field in ("score", "suggested", "flagged"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", CLEANING)
+def test_chunked_cleaning_equals_unchunked(name, dtype, monkeypatch):
+    labels, probs = oof(dtype=dtype)
+    fn = getattr(cleaning, name)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 1 << 30)  # one chunk
+    whole = fn(labels, probs)
+    for elements in (1, 25, 1000):  # one row, a few rows, many rows per chunk (uneven last chunk)
+        monkeypatch.setattr(base, "CHUNK_ELEMENTS", elements)
+        assert_same(fn(labels, probs), whole)
+
+
+@pytest.mark.parametrize("name", ACTIVE + ["expected_cost"])
+def test_chunked_active_equals_unchunked(name, monkeypatch):
+    _, probs = oof(seed=1)
+    k = probs.shape[1]
+    severity = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+    call = (lambda p: active.expected_cost(p, severity)) if name == "expected_cost" else getattr(active, name)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 1 << 30)
+    whole = call(probs)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 20)
+    chunked = call(probs)
+    if name == "expected_cost":  # a matrix product: BLAS may round differently by block size
+        np.testing.assert_allclose(chunked.score, whole.score, rtol=1e-12)
+        np.testing.assert_array_equal(chunked.suggested, whole.suggested)
+    else:
+        assert_same(chunked, whole)
+
+
+def test_float32_input_matches_the_float64_arithmetic():
+    """Scores are float64 and computed from the float32 values as a float64 copy would give them."""
+    labels, probs = oof()
+    wide = np.clip(probs.astype(np.float64), 0, None)
+    for name in ("kfold", "entropy", "self_confidence", "normalized_margin", "precision_renormalize"):
+        assert_same(getattr(cleaning, name)(labels, probs), getattr(cleaning, name)(labels, wide))
+    np.testing.assert_array_equal(cleaning.self_confidence(labels, probs).score, 1 - wide[np.arange(len(labels)), labels])
+
+
+def test_confident_learning_equals_cleanlab_on_the_same_float32_arrays():
+    labels, probs = oof(n=2000, k=5, seed=4)
+    probs = np.clip(probs, 0, None)
+    out = cleaning.confident_learning(labels, probs)
+    np.testing.assert_array_equal(out.flagged, find_label_issues(labels, probs))
+
+
+def test_validation_does_not_copy_the_matrix():
+    labels, probs = oof()
+    checked_labels, checked = base.check_cleaning_inputs(labels, probs)
+    assert checked is probs
+    assert base.check_probs(probs) is probs
+
+
+def test_a_round_validates_once_and_the_workers_trust_it(monkeypatch):
+    labels, probs = oof()
+    calls = []
+    real = base._check_matrix
+    monkeypatch.setattr(base, "_check_matrix", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    names = ["kfold", "entropy", "self_confidence", "normalized_margin", "precision", "confident_learning"]
+    checked_labels, checked = validate_inputs(names, labels, probs)
+    outputs = {n: run_strategy(n, checked_labels, checked, validated=True) for n in names}
+    assert len(calls) == 1
+    for n in names:  # same results as the public, self-validating calls
+        assert_same(outputs[n], run_strategy(n, labels, probs))
+    assert validate_inputs(["neighbors"], labels, probs)[1] is probs  # nothing reads probs: nothing checked
+    assert len(calls) == 1 + len(names)
