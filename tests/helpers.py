@@ -67,6 +67,25 @@ def run_kibble(*args: str, cwd: str | Path | None = None, timeout: float = 600, 
     return proc
 
 
+def run_with_hard_timeout(args: list[str], log: Path, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `kibble *args` in its own process group, output into `log`; on timeout kill the whole group
+    (DDP child ranks included, which would otherwise keep running) and fail the test."""
+    import signal
+
+    import pytest
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(KIBBLE), *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"kibble {' '.join(args)} hung (> {timeout} s):\n{log.read_text()[-4000:]}")
+    return code, log.read_text()
+
+
 def write_noise_jpegs(folder: Path, names: list[str], size: int = 32, seed: int = 0) -> list[Path]:
     """Random-noise RGB JPEGs `folder/<name>` (a real decodable image each)."""
     import numpy as np

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import TINY_FINETUNE_KFOLD, import_workspace, run_kibble
+from helpers import ROOT, TINY_FINETUNE_KFOLD, import_workspace, run_kibble, run_with_hard_timeout
 from kibble.data.classes import ClassList
 from kibble.io import read_json
 from kibble.paths import Workspace
@@ -40,13 +40,13 @@ def test_ddp_kfold_round_with_trained_precision_matches_a_single_process_round(t
     ws = import_workspace(tmp_path / "ddp", ["pool.fraction=0.2", "inject_noise.rate=0.1"])
     single = tmp_path / "single"
     shutil.copytree(ws, single)
-    proc = run_kibble(
-        "kfold", f"workspace={ws}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "strategy=all",
-        *TINY_FINETUNE_KFOLD, "+callbacks.slow_rank._target_=ddp_support.SlowRank", "+callbacks.slow_rank.seconds=1.5",
-        f"hydra.run.dir={tmp_path / 'run_ddp'}", timeout=800, env={"OMP_NUM_THREADS": "1"},
+    code, output = run_with_hard_timeout(  # a hang kills both ranks and fails
+        ["kfold", f"workspace={ws}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "strategy=all",
+         *TINY_FINETUNE_KFOLD, "+callbacks.slow_rank._target_=ddp_support.SlowRank", "+callbacks.slow_rank.seconds=1.5",
+         f"hydra.run.dir={tmp_path / 'run_ddp'}"],
+        tmp_path / "ddp.log", timeout=800, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")},
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
+    assert code == 0, output[-4000:]
     assert output.count("Initializing distributed: GLOBAL_RANK") == 2  # one process group for every fold and strategy
     assert output.count("OOF accuracy vs given labels") == 1  # rank 0 reports once
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import KIBBLE, compose_config
+from helpers import compose_config, run_with_hard_timeout
 from kibble import KibbleError
 from kibble.training import devices
 from kibble.training.devices import failure_message, resolve_slots, run_on_devices
@@ -98,19 +96,6 @@ def test_slurm_launcher_config_composes():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", 1, 1)
     assert launcher.max_num_timeout > 0  # requeued after preemption; the fold resumes from its last.ckpt
-
-
-def run_with_hard_timeout(args: list[str], log: Path, timeout: float) -> tuple[int, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(KIBBLE), *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"kibble {' '.join(args)} hung (> {timeout} s):\n{log.read_text()[-4000:]}")
-    return code, log.read_text()
 
 
 @pytest.mark.slow

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import KIBBLE, compose_config
+from helpers import compose_config, run_with_hard_timeout
 from kibble.training import distributed
 from kibble.training.distributed import ddp_child_command, ddp_job, single_run_overrides
 
@@ -23,21 +21,6 @@ TINY_DDP = [
     "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1",
     "callbacks=quiet", "logger=none",
 ]
-
-
-def run_with_hard_timeout(args: list[str], log: Path, timeout: float) -> tuple[int, str]:
-    """Run `kibble *args` in its own process group; on timeout kill the whole group (child ranks
-    included, which would otherwise keep the pipes open) and fail."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(KIBBLE), *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"kibble {' '.join(args)} hung (> {timeout} s):\n{log.read_text()[-4000:]}")
-    return code, log.read_text()
 
 
 def test_child_rank_command_is_one_run_of_this_job(tmp_path: Path):
@@ -85,7 +68,7 @@ def test_two_job_multirun_with_two_ddp_ranks_each(fresh_digits_workspace: Path, 
     sweep = tmp_path / "sweep"
     code, output = run_with_hard_timeout(
         ["train", "-m", f"workspace={fresh_digits_workspace}", *TINY_DDP, "seed=0,1", f"hydra.sweep.dir={sweep}"],
-        tmp_path / "out.log", timeout=420,
+        tmp_path / "out.log", timeout=420, env={"OMP_NUM_THREADS": "1"},
     )
     assert code == 0, output[-4000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -108,7 +91,7 @@ def test_per_fold_multirun_with_two_ddp_ranks_each_assembles_once(fresh_digits_w
     sweep, ws = tmp_path / "sweep", fresh_digits_workspace
     code, output = run_with_hard_timeout(
         ["kfold", "-m", f"workspace={ws}", *TINY_DDP, "cv.n_folds=2", "cv.fold=0,1", "round_callbacks.report=null", f"hydra.sweep.dir={sweep}"],
-        tmp_path / "out.log", timeout=480,
+        tmp_path / "out.log", timeout=480, env={"OMP_NUM_THREADS": "1"},
     )
     assert code == 0, output[-4000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
