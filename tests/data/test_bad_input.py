@@ -112,7 +112,7 @@ def test_manifest_missing_a_column(fresh_digits_workspace: Path, tmp_path: Path)
     write_noise_jpegs(tmp_path / "pics", ["a.jpg"])
     csv = csv_source(tmp_path, {"path": ["pics/a.jpg"], "breed": ["cat"]})
     line = error_line(run_kibble("import", "source=csv", f"source.path={csv}", f"workspace={tmp_path / 'ws2'}"), "import")
-    assert f"{csv}: missing column 'label'" in line
+    assert f"{csv}: no column 'label' for source.label_column; the CSV's columns: path, breed" in line
     assert_nothing_written(tmp_path / "ws2")
 
 
