@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.predictions.store import read_store, stack
+from kibble.predictions.store import matrix_column, read_store, stack
 
 
 def check_fold_meta(meta: dict, path: Path, round_index: int, fold: int, fingerprint: str, class_names: list[str]) -> None:
@@ -48,16 +48,17 @@ def ensemble_mean(fold_frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not fold_frames:
         return pd.DataFrame(columns=["sample_id", "fold", "given_label", "probs"])
     base = fold_frames[0].sort_values("sample_id").reset_index(drop=True)
-    probs = np.zeros_like(stack(base), dtype=np.float64)
-    for frame in fold_frames:
+    probs = stack(base).astype(np.float64)  # a float64 copy: the sum runs in place
+    ids = base["sample_id"]
+    for frame in fold_frames[1:]:
         frame = frame.sort_values("sample_id").reset_index(drop=True)
-        if not frame["sample_id"].equals(base["sample_id"]):
+        if not frame["sample_id"].equals(ids):
             raise KibbleError("fold ensemble: folds predicted different rows; re-run the round")
         probs += stack(frame)
     probs /= len(fold_frames)
     out = base[["sample_id", "given_label"]].copy()
     out.insert(1, "fold", -1)
-    out["probs"] = list((probs / probs.sum(axis=1, keepdims=True)).astype(np.float32))
+    out["probs"] = matrix_column((probs / probs.sum(axis=1, keepdims=True)).astype(np.float32))
     if "split" in base.columns:
         out["split"] = base["split"]
     return out
