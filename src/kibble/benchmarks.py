@@ -82,3 +82,24 @@ def record(title: str, table: pd.DataFrame, notes: list[str] | None = None, path
     with open(path, "a") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+def replace_section(heading: str, text: str, path: Path | None = None) -> Path:
+    """Put `text` (starting with the line `heading`, e.g. "## Store (scripts/bench_x.py)") in place of that
+    section of docs/benchmarks.md: a benchmark re-run replaces its numbers, never appends a second copy.
+
+    The section runs from its heading to the next "## " heading; appended at the end the first time.
+    """
+    path = path or PROJECT_ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.is_file() else "# Benchmarks\n\nNumbers from real runs; each section names the command that produced it.\n"
+    lines = doc.splitlines()
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+        return path
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+    new = lines[:start] + text.rstrip("\n").splitlines() + ([""] if end < len(lines) else []) + lines[end:]
+    path.write_text("\n".join(new) + "\n")
+    return path
