@@ -61,7 +61,7 @@ def test_killed_embedding_resumes_after_its_last_chunk(images, embedded, tmp_pat
     rows, root = images
     reference_ids, reference = make_embedder().features_for(rows, root, tmp_path / "reference", progress=False)
 
-    original_write = features._write_chunk
+    original_write = features.write_chunk
     calls = []
 
     def crash_on_second_chunk(*args, **kwargs):
@@ -70,13 +70,13 @@ def test_killed_embedding_resumes_after_its_last_chunk(images, embedded, tmp_pat
             raise KeyboardInterrupt  # the kill arrives while the second chunk is being written
         return original_write(*args, **kwargs)
 
-    monkeypatch.setattr(features, "_write_chunk", crash_on_second_chunk)
+    monkeypatch.setattr(features, "write_chunk", crash_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         make_embedder(chunk_size=4).features_for(rows, root, tmp_path / "cache", progress=False)
     folder = cache_folder(tmp_path / "cache")
     assert len(list((folder / "chunks").glob("*.npz"))) == 1 and not (folder / "features.npy").exists()
 
-    monkeypatch.setattr(features, "_write_chunk", original_write)
+    monkeypatch.setattr(features, "write_chunk", original_write)
     embedded.clear()
     ids, matrix = make_embedder(chunk_size=4).features_for(rows, root, tmp_path / "cache", progress=False)
     assert sum(embedded) == N_IMAGES - 4  # only what the first chunk did not hold
