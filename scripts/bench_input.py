@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kibble.benchmarks import PROJECT_ROOT, command_line, shared_imagewoof  # noqa: E402
+from kibble.benchmarks import PROJECT_ROOT, command_line, replace_section, shared_imagewoof  # noqa: E402
 from kibble.config import compose_config  # noqa: E402
 from kibble.data.transforms import resize_side  # noqa: E402
 
@@ -157,20 +157,6 @@ def eval_agreement(ws: Path, ids: list[str], config: dict, cache_dir: Path) -> f
     a, b = next(iter(cold._loader(cold.fit_rows, train=False, shuffle=False, keep_workers=False))), next(
         iter(cached._loader(cached.fit_rows, train=False, shuffle=False, keep_workers=False)))
     return float((a[0] - b[0]).abs().mean())
-
-
-def replace_section(text: str, path: Path) -> None:
-    """Put `text` in place of this script's section of docs/benchmarks.md (appended the first time)."""
-    doc = path.read_text() if path.is_file() else "# Benchmarks\n\nNumbers from real runs; each section names the command that produced it.\n"
-    lines = doc.splitlines()
-    try:
-        start = lines.index(SECTION)
-    except ValueError:
-        path.write_text(doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
-        return
-    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-    new = lines[:start] + text.rstrip("\n").splitlines() + ([""] if end < len(lines) else []) + lines[end:]
-    path.write_text("\n".join(new) + "\n")
 
 
 def main() -> None:
@@ -289,7 +275,7 @@ def main() -> None:
         table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".4g"), "",
         *[f"- {n}" for n in notes],
     ])
-    replace_section(text, PROJECT_ROOT / "docs" / "benchmarks.md")
+    replace_section(SECTION, text, PROJECT_ROOT / "docs" / "benchmarks.md")
     print(f"wrote {SECTION!r} in docs/benchmarks.md")
 
 

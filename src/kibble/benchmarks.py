@@ -66,22 +66,17 @@ def command_line() -> str:
 
 
 def record(title: str, table: pd.DataFrame, notes: list[str] | None = None, path: Path | None = None) -> Path:
-    """Append a section (title, exact command, machine, table, notes) to docs/benchmarks.md."""
-    path = path or PROJECT_ROOT / "docs" / "benchmarks.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file():
-        path.write_text("# Benchmarks\n\nNumbers from real runs; each section names the command that produced it.\n")
+    """Write this benchmark's section (title, exact command, machine, table, notes) into docs/benchmarks.md,
+    in place of its previous run (git keeps the history; the page shows the current numbers)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "", f"## {title}", "",
+        f"## {title}", "",
         f"Command: `{command_line()}`  ",
         f"Run: {stamp}, {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}", "",
         table.to_markdown(index=False, floatfmt=".4g"), "",
     ]
     lines += [f"- {n}" for n in (notes or [])]
-    with open(path, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    return path
+    return replace_section(f"## {title}", "\n".join(lines) + "\n", path)
 
 
 def replace_section(heading: str, text: str, path: Path | None = None) -> Path:
