@@ -318,3 +318,13 @@ def test_multirun_folds_with_joblib_then_assemble(fresh_ws: Path, setup: dict, t
     oof = check_oof(fresh_ws, 3)
     assert oof_accuracy(oof, ClassList.load(Workspace(fresh_ws).classes).names) >= 0.85
     assert (round_dir / "queue.csv").is_file()
+
+
+def test_queue_strategy_that_reads_embeddings_stores_them(fresh_ws: Path, setup: dict, tmp_path: Path):
+    """A combine with neighbors in the queue turns cv.save_embeddings on by itself (no 'needs embeddings' failure)."""
+    result = run_kfold(fresh_ws, setup, tmp_path / "out", "cv=kfold3", "strategy.strategies=[combine]",
+                       "+strategy.params.combine.parts=[normalized_margin,neighbors]", "+strategy.params.combine.weights=[2,1]")
+    oof = check_oof(fresh_ws, 3)
+    assert "embedding" in oof.columns
+    queue = pd.read_csv(Workspace(fresh_ws).round_dir(0) / "queue.csv")
+    assert len(queue) == result["callbacks"]["queue"]["queue_size"] > 0 and (queue["strategy"] == "combine").all()

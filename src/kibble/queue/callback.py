@@ -22,7 +22,7 @@ from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
-from kibble.strategies.registry import get_strategy, run_strategy, validate_inputs
+from kibble.strategies.registry import COMBINE, combine_spec, get_strategy, queue_needs_embeddings, run_combined, run_strategy, validate_inputs
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,15 @@ class BuildQueue:
         self.new_quotas = dict(new_quotas) if new_quotas else None
         self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, annotation/gold.py)
         for name in self.strategies:  # a typo fails here, before the round trains, not after
-            if name not in self.extra_strategies:
+            if name == COMBINE:
+                combine_spec(self.params.get(COMBINE))
+            elif name not in self.extra_strategies:
                 get_strategy(name)
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """The round must store embeddings in its OOF (neighbors, or a combine with neighbors)."""
+        return queue_needs_embeddings([n for n in self.strategies if n not in self.extra_strategies], self.params)
 
     def _trained_strategies(self) -> list[str]:
         """Strategies that train a model (precision with mode=train) rather than read the OOF."""
@@ -84,6 +91,8 @@ class BuildQueue:
             self.collective(ctx)  # `kibble queue` and other single-process callers
         outputs = {}
         for name in self.strategies:
+            if name == COMBINE:
+                continue  # after its parts, which it may share with the other strategies
             params = {k: v for k, v in self.params.get(name, {}).items() if not (name == "precision" and k == "mode")}
             if f"strategy:{name}" in ctx.shared:
                 outputs[name] = ctx.shared[f"strategy:{name}"]
@@ -91,6 +100,9 @@ class BuildQueue:
                 outputs[name] = self.extra_strategies[name](ctx, **self.params.get(name, {}))
             else:
                 outputs[name] = run_strategy(name, labels, probs, embeddings, validated=True, **params)
+        if COMBINE in self.strategies:
+            mixed = run_combined(self.params.get(COMBINE), labels, probs, embeddings, self.params, outputs, validated=True)
+            outputs = {n: mixed if n == COMBINE else outputs[n] for n in self.strategies}  # config order
         return outputs
 
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:

@@ -37,6 +37,10 @@ _COMPUTE: dict[str, Callable[..., StrategyOutput]] = {
 # Strategies that read embeddings (N, D) in place of OOF probabilities.
 _EMBEDDING_STRATEGIES = frozenset({"neighbors"})
 
+# A queue strategy made of others: `combine` mixes their rank-normalised scores (cleaning.combine),
+# configured as params.combine = {parts: [...], weights: [...]}.
+COMBINE = "combine"
+
 
 def lookup(table: Mapping[str, Callable[..., StrategyOutput]], name: str, kind: str) -> Callable[..., StrategyOutput]:
     """table[name]; a typo gets the list of valid names rather than a bare KeyError."""
@@ -86,3 +90,46 @@ def run_strategy(name: str, labels: np.ndarray, probs: np.ndarray | None,
     if probs is None:
         raise KibbleError(f"strategy {name!r} needs out-of-fold probabilities (N, K); none were given")
     return fn(labels, probs, **kwargs)
+
+
+def combine_spec(params: Mapping | None) -> tuple[list[str], list[float] | None]:
+    """(parts, weights) of a `combine` strategy's params; a typo or a missing part fails with one line."""
+    params = dict(params or {})
+    unknown = set(params) - {"parts", "weights"}
+    if unknown:
+        raise KibbleError(f"strategy combine: unknown params {sorted(unknown)}; it takes parts and weights "
+                          "(per-part settings go under params.<part>)")
+    parts = [str(p) for p in (params.get("parts") or [])]
+    if len(parts) < 2 or COMBINE in parts or len(set(parts)) != len(parts):
+        raise KibbleError("strategy combine needs params.combine.parts: two or more distinct strategies, "
+                          "e.g. {combine: {parts: [normalized_margin, neighbors], weights: [2, 1]}}")
+    for part in parts:
+        get_strategy(part)
+    weights = params.get("weights")
+    if weights is not None:
+        weights = [float(w) for w in weights]
+        if len(weights) != len(parts):
+            raise KibbleError(f"strategy combine: {len(weights)} weights for {len(parts)} parts {parts}")
+    return parts, weights
+
+
+def queue_needs_embeddings(names, params: Mapping | None = None) -> bool:
+    """True when any of the queue's strategies (a combine's parts included) reads embeddings."""
+    params = params or {}
+    for name in names:
+        parts = combine_spec(params.get(COMBINE))[0] if name == COMBINE else [name]
+        if any(needs_embeddings(p) for p in parts):
+            return True
+    return False
+
+
+def run_combined(params: Mapping | None, labels: np.ndarray, probs: np.ndarray | None, embeddings: np.ndarray | None,
+                 part_params: Mapping | None = None, done: Mapping[str, StrategyOutput] | None = None,
+                 validated: bool = False) -> StrategyOutput:
+    """The `combine` strategy: each part run (or taken from `done`), then cleaning.combine with the weights."""
+    parts, weights = combine_spec(params)
+    part_params = part_params or {}
+    done = done or {}
+    outputs = [done[p] if p in done else run_strategy(p, labels, probs, embeddings, validated=validated, **dict(part_params.get(p) or {}))
+               for p in parts]
+    return cleaning.combine(outputs, weights)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from kibble import KibbleError
 from kibble.labels.lock import lock_timeout_of, workspace_lock
@@ -66,6 +66,10 @@ def _train_folds(kround: KFoldRound, folds: list[int], show_progress: bool) -> d
 def run_round(cfg: DictConfig) -> dict:
     """Train the round's missing folds, then (once all are complete) assemble the OOF and run the round callbacks."""
     callbacks = build_round_callbacks(cfg)
+    if any(getattr(cb, "needs_embeddings", False) for cb in callbacks.values()) and not cfg.cv.get("save_embeddings", False):
+        log.info("round: the queue's strategies read embeddings; storing them in the OOF (cv.save_embeddings=true)")
+        with open_dict(cfg):
+            cfg.cv.save_embeddings = True
     kround = KFoldRound(cfg)
     folds = [int(cfg.cv.fold)] if cfg.cv.get("fold") is not None else list(range(kround.n_folds))
     if any(k < 0 or k >= kround.n_folds for k in folds):
