@@ -12,12 +12,16 @@ CURVE_COLUMNS = ["strategy", "seed", "round", "n_labels", "test_accuracy"]
 
 def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean (and std) accuracy per strategy and round over seeds: strategy, round, n_labels, accuracy, std, n_seeds."""
-    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
-    if missing:
-        raise KibbleError(f"learning curves need columns {CURVE_COLUMNS}; missing {missing}")
+    _check_curves(curves)
     grouped = curves.groupby(["strategy", "round"], sort=True)
     out = grouped.agg(n_labels=("n_labels", "mean"), accuracy=("test_accuracy", "mean"), std=("test_accuracy", "std"), n_seeds=("seed", "nunique"))
     return out.reset_index()
+
+
+def _check_curves(curves: pd.DataFrame) -> None:
+    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    if missing:
+        raise KibbleError(f"learning curves need columns {CURVE_COLUMNS}; missing {missing}")
 
 
 def labels_to_reach(n_labels, accuracy, target: float) -> float:
@@ -58,6 +62,89 @@ def savings_table(curves: pd.DataFrame, baseline: str = "random") -> pd.DataFram
             f"labels_to_reach_{baseline}_final": need, f"share_of_{baseline}_labels": need / base_labels,
         })
     return pd.DataFrame(rows).sort_values(f"share_of_{baseline}_labels", na_position="last").reset_index(drop=True)
+
+
+def per_seed_savings(curves: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
+    """Each strategy against the baseline's curve of the *same* seed (same seed set, same initialisation):
+    one row per (strategy, seed) with final accuracy, the accuracy gap to the baseline (final, and averaged
+    over the rounds after the seed set), the labels needed to reach the baseline's final accuracy of that
+    seed, that as a share of the baseline's final labels, and whether the curve got there at all.
+
+    The baseline's own row measures the noise of its curve: a share below 1 means the baseline itself
+    touched its final accuracy earlier. Seeds without a baseline curve are an error (nothing to pair with).
+    """
+    _check_curves(curves)
+    if baseline not in set(curves["strategy"]):
+        raise KibbleError(f"no {baseline!r} curve to compare against; run the baseline arm too")
+    base = {seed: part.sort_values("round") for seed, part in curves[curves["strategy"] == baseline].groupby("seed")}
+    rows = []
+    for (name, seed), part in curves.groupby(["strategy", "seed"], sort=True):
+        if seed not in base:
+            raise KibbleError(f"strategy {name!r} has seed {seed} but {baseline!r} does not; per-seed savings pair the two by seed")
+        rows.append(_seed_row(str(name), seed, part.sort_values("round"), base[seed], baseline))
+    return pd.DataFrame(rows)
+
+
+def _seed_row(name: str, seed, curve: pd.DataFrame, base: pd.DataFrame, baseline: str) -> dict:
+    target, base_labels = float(base["test_accuracy"].iloc[-1]), float(base["n_labels"].iloc[-1])
+    need = labels_to_reach(curve["n_labels"], curve["test_accuracy"], target)
+    joined = curve.merge(base, on="round", suffixes=("", "_base"))
+    later = joined[joined["round"] > joined["round"].min()]  # round 0 is the shared seed set
+    return {
+        "strategy": name, "seed": seed, "final_labels": float(curve["n_labels"].iloc[-1]),
+        "final_accuracy": float(curve["test_accuracy"].iloc[-1]), f"{baseline}_final_accuracy": target,
+        "accuracy_gap": float(curve["test_accuracy"].iloc[-1]) - target,
+        "mean_accuracy_gap": float((later["test_accuracy"] - later["test_accuracy_base"]).mean()) if len(later) else float("nan"),
+        f"labels_to_reach_{baseline}_final": need, f"share_of_{baseline}_labels": need / base_labels, "reached": bool(need == need),
+    }
+
+
+def seed_summary(per_seed: pd.DataFrame, baseline: str = "random", alpha: float = 0.05) -> pd.DataFrame:
+    """Mean and sample std over seeds of per_seed_savings: per strategy the share of the baseline's labels
+    needed to reach its final accuracy (over the seeds that reached it; `n_reached` of `n_seeds` say how
+    many), and the final and mean-over-rounds accuracy gaps with a paired t-test against the baseline
+    (`*_p`; `*_verdict` is "tie" when p > alpha, i.e. the gap is within the seeds' spread)."""
+    share, need = f"share_of_{baseline}_labels", f"labels_to_reach_{baseline}_final"
+    missing = [c for c in ("strategy", "seed", "accuracy_gap", "mean_accuracy_gap", share, need, "final_accuracy") if c not in per_seed.columns]
+    if missing:
+        raise KibbleError(f"seed_summary needs the columns of per_seed_savings; missing {missing}")
+    rows = []
+    for name, part in per_seed.groupby("strategy", sort=False):
+        reached = part[part[share].notna()]
+        row = {"strategy": name, "n_seeds": int(part["seed"].nunique()), "n_reached": int(len(reached)),
+               f"{share}_mean": _mean(reached[share]), f"{share}_std": _std(reached[share]),
+               f"{need}_mean": _mean(reached[need]), f"{need}_std": _std(reached[need]),
+               "final_accuracy_mean": _mean(part["final_accuracy"]), "final_accuracy_std": _std(part["final_accuracy"])}
+        for gap in ("accuracy_gap", "mean_accuracy_gap"):
+            p = paired_p(part[gap].to_numpy(float)) if name != baseline else float("nan")
+            row |= {f"{gap}_mean": _mean(part[gap]), f"{gap}_std": _std(part[gap]), f"{gap}_p": p,
+                    f"{gap}_verdict": "" if name == baseline else ("tie" if not p <= alpha else ("better" if part[gap].mean() > 0 else "worse"))}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_p(differences) -> float:
+    """Two-sided p-value of a paired t-test on per-seed differences (H0: mean difference 0).
+
+    With one seed there is no spread to test against (NaN); with zero spread, 0 when every difference
+    has the same non-zero sign and 1 when they are all zero."""
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return float("nan")
+    if np.std(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
 def curves_figure(curves: pd.DataFrame, title: str = "accuracy vs labels"):
