@@ -7,11 +7,14 @@ and its null distribution depends on the batch size and the number of classes, s
 against its conventional threshold (0.25 = "major shift") but informs, not decides, by default;
 the per-class table is informative too.
 
-Embedding tests run on the reference's top principal components (fit on the reference only):
+Embedding tests run on the top principal components of the reference and current rows pooled:
 fewer dimensions give the kernel and the domain classifier more power per sample and keep a
-1,000-image batch to about a second ("Failing Loudly", Rabanser et al. 2019). 64, not 32: on
-Imagewoof a brightness/contrast shift lives partly outside the top 32 components (detected in 45 %
-of 300-image batches with 32, all with 64; scripts/bench_drift.py).
+1,000-image batch to about a second ("Failing Loudly", Rabanser et al. 2019). Pooled, not the
+reference's own: components fitted on the reference alone soak up that sample's noise, so at a few
+hundred reference images (1,280-dimensional embeddings) the reference spreads wider along them than
+any new batch and MMD fired on i.i.d. batches (Imagewoof, 200 vs 200 images: 4 of 4). A projection
+fitted on the pooled rows is the same whichever rows are called "current", so the permutation and
+per-fold tests stay exact at every size (docs/design-notes.md, "Monitoring"; scripts/bench_drift.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from kibble.monitor import drift
 
 P_VALUE_TESTS = ("chi_square", "ks_confidence", "ks_entropy", "mmd", "domain_classifier")
 ALL_TESTS = (*P_VALUE_TESTS, "psi")
+PCA_FITS = ("pooled", "reference")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Settings:
     psi_threshold: float = 0.25
     max_reference: int = 2000
     pca_components: int | None = 64
+    pca_fit: str = "pooled"  # pooled | reference (the old fit: false alarms at small references)
     mmd_permutations: int = 500
     chi_square_permutations: int = 2000
     domain_folds: int = 5
@@ -50,6 +55,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise KibbleError(f"monitor.alpha={self.alpha}; give a false-alarm rate in (0, 1), e.g. 0.05")
+        if self.pca_fit not in PCA_FITS:
+            raise KibbleError(f"monitor.pca_fit={self.pca_fit!r}; use one of {list(PCA_FITS)} (pooled keeps the false-alarm rate at alpha)")
         if self.correction not in ("bonferroni", "none"):
             raise KibbleError(f"monitor.correction={self.correction!r}; use bonferroni or none")
         unknown = [t for t in self.verdict_tests if t not in ALL_TESTS]
@@ -126,13 +133,23 @@ def reference_sample(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def project(reference: np.ndarray, current: np.ndarray, components: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides on the reference's top principal components (None/0: unchanged)."""
-    if not components or components >= min(reference.shape):
+def project(reference: np.ndarray, current: np.ndarray, components: int | None,
+            fit: str = "pooled") -> tuple[np.ndarray, np.ndarray]:
+    """Both sides on the top principal components of `fit`'s rows (None/0 components: unchanged).
+
+    fit="pooled" (reference and current stacked) is a symmetric function of all rows, so under "no
+    drift" relabelling rows as reference or current leaves it unchanged and the permutation tests
+    stay exact. fit="reference" is kept to reproduce the old behaviour: with few reference rows its
+    components follow that sample's own noise and the reference looks wider than any new batch.
+    """
+    if fit not in PCA_FITS:
+        raise KibbleError(f"project: fit={fit!r}; use one of {list(PCA_FITS)}")
+    rows = np.concatenate([reference, current]) if fit == "pooled" else reference
+    if not components or components >= min(rows.shape):
         return reference, current
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=int(components), svd_solver="randomized", random_state=0).fit(reference)
+    pca = PCA(n_components=int(components), svd_solver="randomized", random_state=0).fit(rows)
     return pca.transform(reference), pca.transform(current)
 
 
@@ -152,7 +169,7 @@ def run_checks(reference: Batch, current: Batch, class_names: list[str], setting
     }
     if reference.embeddings is not None and current.embeddings is not None:
         rows = reference_sample(len(reference.embeddings), s.max_reference, s.seed)
-        ref_z, cur_z = project(reference.embeddings[rows], current.embeddings, s.pca_components)
+        ref_z, cur_z = project(reference.embeddings[rows], current.embeddings, s.pca_components, s.pca_fit)
         results["mmd"] = ("embedding", drift.mmd_test(ref_z, cur_z, s.mmd_permutations, seed=s.seed))
         results["domain_classifier"] = ("embedding", drift.domain_classifier_test(ref_z, cur_z, s.domain_folds, s.domain_C, seed=s.seed))
     deciding = [t for t in s.verdict_tests if t in results]
