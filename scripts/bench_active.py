@@ -21,7 +21,6 @@ docs/benchmarks.md; skips without the data.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 from pathlib import Path
