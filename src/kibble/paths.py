@@ -57,7 +57,10 @@ class Workspace:
     def read_state(self) -> dict:
         import json
 
-        return json.loads(self.state.read_text()) if self.state.is_file() else {}
+        from kibble.io import current_path
+
+        state = current_path(self.state)  # inside a transaction that wrote it: the staged version
+        return json.loads(state.read_text()) if state.is_file() else {}
 
     def update_state(self, **values) -> None:
         import json
@@ -74,9 +77,11 @@ class Workspace:
         return root if root.is_absolute() else self.root / root
 
     def require(self) -> "Workspace":
-        """Fail clearly when the workspace has not been imported yet."""
+        """Fail clearly when the workspace has not been imported yet; finish an interrupted transaction."""
         from kibble import KibbleError
+        from kibble.transaction import settle
 
+        settle(self.root)  # a killed writer's committed transaction is finished first (kibble.transaction)
         if not self.manifest.is_file():
             raise KibbleError(
                 f"{self.manifest}: no manifest in workspace {self.root}; "

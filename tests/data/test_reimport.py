@@ -160,3 +160,22 @@ def test_an_import_with_a_class_without_train_images_says_so(tmp_path):
     ws = import_workspace(tmp_path / "ws", ["source=csv", f"source.path={table}"])
     notes = json.loads((ws / "import_report.json").read_text())["notes"]
     assert any(n.startswith("warning: 1 class(es) without train images: ['dog']") for n in notes)
+
+
+def test_a_reimport_failing_after_its_archive_leaves_the_workspace_as_it_was(fresh_digits_workspace, monkeypatch):
+    """The archive (copies, the move of rounds/) and the new files are one transaction (kibble.transaction)."""
+    import kibble.data.reimport as reimport
+
+    review_some(fresh_digits_workspace)
+    before = {k: v for k, v in tree_digest(fresh_digits_workspace).items() if not k.startswith(".kibble/")}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reimport, "save_manifest", fail)  # after the archive and the new history were staged
+    with pytest.raises(Exception) as err:
+        import_workspace(fresh_digits_workspace, ["overwrite=true"])
+    assert "disk full" in str(err.value) or "disk full" in str(err.value.__cause__)
+    after = {k: v for k, v in tree_digest(fresh_digits_workspace).items() if not k.startswith(".kibble/")}
+    assert after == before  # no archive, rounds/ in place, no temp files
+    assert not (fresh_digits_workspace / "history").exists() or not any((fresh_digits_workspace / "history").iterdir())

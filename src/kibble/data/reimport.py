@@ -31,7 +31,7 @@ from kibble.data.taxonomy import taxonomy_for
 from kibble.io import atomic_write_json, atomic_write_parquet, read_json
 from kibble.labels.archive import archive_workspace, carried_history
 from kibble.labels.history import append_events, initial_events, load_events
-from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
+from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_transaction
 from kibble.labels.merge import label_view
 from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import read_policy_file
@@ -154,8 +154,11 @@ def stored_root(data_root: Path, ws: Workspace) -> str:
 
 def apply_import(ws: Workspace, plan: ImportPlan, *, keep_history: bool = True, task: str = "kibble import",
                  lock_timeout: float | None = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """Write a checked plan under the workspace lock; returns the import report (also in import_report.json)."""
-    with workspace_lock(ws, task, lock_timeout):  # nobody merges into what is being replaced
+    """Write a checked plan under the workspace lock; returns the import report (also in import_report.json).
+
+    Everything it writes (and the archive of a re-import) is one transaction: a crash leaves the old
+    workspace or the new one."""
+    with workspace_transaction(ws, task, lock_timeout):  # nobody merges into what is being replaced
         imported = ws.manifest.is_file()
         if plan.mode == "new" and imported:  # another import got here first
             raise KibbleError(f"{ws.manifest}: workspace already imported meanwhile; use mode=append or overwrite=true")

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from kibble.io import new_temp
 from kibble.labels.history import EVENT_COLUMNS, load_events
 from kibble.labels.policy_file import POLICY_FILE
 from kibble.paths import Workspace
+from kibble.transaction import active_transaction
 from kibble.values import is_missing
 
 HISTORY_DIR = "history"
@@ -42,25 +46,37 @@ def archives(ws: Workspace) -> list[Path]:
 def archive_workspace(ws: Workspace) -> Path:
     """Copy the history and its companions, then move `rounds/`, into the next `W/history/NNN-<timestamp>/`.
 
-    The copies land in a hidden folder renamed into place once complete, so a crash leaves either no
-    archive or a whole one; the live files stay until the caller replaces them (atomically), so the
-    history is never absent. Returns the archive folder.
+    The copies land in a hidden temp folder renamed into place once complete. Inside a workspace
+    transaction (a re-import) that rename and the move of `rounds/` happen at its commit, together
+    with the new history and manifest; outside one, at once. Either way a crash leaves no archive or a
+    whole one, and the live files stay until the caller replaces them. Returns the archive folder.
     """
     number = 1 + max([int(p.name[:3]) for p in archives(ws)], default=0)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = history_dir(ws) / f"{number:03d}-{stamp}"
-    staging = history_dir(ws) / f".{target.name}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for name in ARCHIVED_FILES:
-        if (ws.root / name).is_file():
-            shutil.copy2(ws.root / name, staging / name)
-    os.replace(staging, target)
+    tx = active_transaction(ws.root)
+    with (tx.stage(target, directory=True) if tx is not None else _staged_folder(target)) as staging:
+        for name in ARCHIVED_FILES:
+            if (ws.root / name).is_file():
+                shutil.copy2(ws.root / name, staging / name)
     rounds = ws.root / "rounds"
-    if rounds.is_dir():
-        os.replace(rounds, target / "rounds")  # same file system: a rename, nothing copied or lost
+    if rounds.is_dir():  # same file system: a rename, nothing copied or lost
+        if tx is not None:
+            tx.move(rounds, target / "rounds")
+        else:
+            os.replace(rounds, target / "rounds")
     return target
+
+
+@contextmanager
+def _staged_folder(target: Path) -> Iterator[Path]:
+    staging = new_temp(target, directory=True)
+    try:
+        yield staging
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def surviving_events(events: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:

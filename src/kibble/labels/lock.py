@@ -12,6 +12,11 @@ a crash never leaves a stale lock) on `W/.kibble/workspace.lock`. The holder wri
 host, start time) to `W/.kibble/holder.json`, so a writer that gives up can say whom it waited for.
 The lock is re-entrant within a thread: the loop holds it around its merge step, and the merge inside
 takes it again for free.
+
+Whoever takes the lock first finishes a transaction a killed writer committed but did not apply, and
+deletes the temp files killed writers left (`kibble.transaction.recover`, `clean_temporaries`; one log
+line each). `workspace_transaction` is the lock plus one transaction: every write under the workspace in
+the block commits together, or not at all (docs/design-notes.md, "Crash-safe label transactions").
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ from filelock import FileLock, Timeout
 from kibble import KibbleError
 from kibble.io import atomic_write_json
 from kibble.paths import Workspace
+from kibble.transaction import CONTROL_DIR, LOCK_FILE, clean_temporaries, recover, transaction
 
 log = logging.getLogger(__name__)
 
-LOCK_DIR = ".kibble"
-LOCK_FILE = "workspace.lock"
+LOCK_DIR = CONTROL_DIR
 HOLDER_FILE = "holder.json"
 DEFAULT_TIMEOUT = 60.0
 
@@ -142,6 +147,8 @@ def workspace_lock(workspace: str | Path | Workspace, task: str | None = None,
             "task": task, "pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.now().astimezone().isoformat(timespec="seconds"), "acquired_at": time.time(),
         })
+        recover(lock_file.parents[1])  # a killed writer's committed transaction, finished before anyone reads
+        clean_temporaries(lock_file.parents[1])
         yield lock_file
     finally:
         del held[key]
@@ -149,3 +156,17 @@ def workspace_lock(workspace: str | Path | Workspace, task: str | None = None,
             holder_file.unlink(missing_ok=True)
         finally:
             lock.release()
+
+
+@contextmanager
+def workspace_transaction(workspace: str | Path | Workspace, task: str | None = None,
+                          timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[Path]:
+    """The workspace lock, and every write under the workspace in the block as one transaction.
+
+    The writes are staged and renamed into place together when the block ends; an exception (or a
+    kill) before that leaves every file as it was. Inside, `kibble.io.current_path` reads a staged
+    version. Nested use joins the outer transaction.
+    """
+    task = task or default_task()
+    with workspace_lock(workspace, task, timeout) as lock_file, transaction(lock_file.parents[1], task):
+        yield lock_file

@@ -2,8 +2,10 @@
 
 Library code, called by `kibble merge`, `kibble labelstudio pull`, the loops and the simulated crowd.
 Answers get deterministic event ids (merging the same answers twice adds nothing). Everything is
-checked before the first write, every write is atomic, and the whole read-decide-write runs inside
-the workspace lock (`kibble.labels.lock`), so concurrent merges serialise instead of losing answers.
+checked before the first write, and the whole read-decide-write runs inside the workspace lock
+(`kibble.labels.lock`), so concurrent merges serialise instead of losing answers. Its writes (policy,
+history, manifest, quality files, round state) are one transaction (`kibble.transaction`): a crash at
+any moment leaves the workspace as before or as after the merge, never a mix.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from kibble.annotation.quality import human_note
 from kibble.data.classes import ClassList
 from kibble.data.manifest import classes_without_train, load_manifest, save_manifest, validate_manifest
 from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
-from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_lock
+from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_transaction
 from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
@@ -78,10 +80,12 @@ def merge_reviews(
     The workspace lock is held from the first read of the manifest and the history to the last
     write (`task` names the holder for a writer that has to wait; `lock_timeout` seconds, None = no
     limit); a caller that already holds it (the loop, `kibble merge`) re-enters it without waiting.
+    Every file the merge writes is committed together when it returns (or not at all); inside a
+    caller's transaction (the loop, a pull) it joins that one.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ws.require()
-    with workspace_lock(ws, task, lock_timeout):
+    with workspace_transaction(ws, task, lock_timeout):
         return _merge_locked(ws, reviews, source, round_index, policy, origin, quality, task)
 
 

@@ -39,7 +39,7 @@ from kibble.queue.formats import (
     validate_queue,
 )
 from kibble.labels.history import now_utc
-from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_lock
+from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_transaction
 from kibble.labels.merge import merge_reviews
 from kibble.labels.reviews import reviews_from_labelstudio
 
@@ -280,10 +280,11 @@ def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[s
                  lock_timeout: float | None = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Check an export against the round's record and classes, merge it, keep it (the pull minus the network).
 
-    Reading the manifest, the merge and keeping the export run inside the workspace lock."""
+    Reading the manifest, the merge and keeping the export run inside the workspace lock; the merge's
+    files and the kept export are one transaction."""
     round_dir = ws.round_dir(round_index)
     where = f"Label Studio project {record['project_id']}"
-    with workspace_lock(ws, "kibble labelstudio pull", lock_timeout):
+    with workspace_transaction(ws, "kibble labelstudio pull", lock_timeout):
         classes = ClassList.load(ws.classes)
         if list(record.get("classes") or classes.names) != classes.names:
             raise KibbleError(f"{round_dir / RECORD}: pushed with another class list than classes.yaml now has; push the round again")

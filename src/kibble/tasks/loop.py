@@ -26,7 +26,7 @@ from kibble.rounds import update_round_metrics
 from kibble.report.round import write_round_report
 from kibble.annotation.crowd import write_assignments
 from kibble.annotation.gold import load_gold, normalise_gold, read_gold_list
-from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.labels.lock import lock_timeout_of, workspace_lock, workspace_transaction
 from kibble.labels.merge import merge_reviews
 from kibble.tasks import kfold
 
@@ -81,7 +81,7 @@ def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> 
         reviews = annotator.review(queue, before, classes.names, assignments=assignments)
     else:
         reviews = annotator.review(queue, before, classes.names)
-    with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):  # the merge step: reviews, history, manifest, round together
+    with workspace_transaction(ws, "kibble loop", lock_timeout_of(cfg)):  # the merge step: reviews, history, manifest, round: one commit
         atomic_write_csv(round_dir / "reviews.csv", reviews)
         merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy),
                                origin=str(round_dir / "reviews.csv"), quality=plain(cfg.get("quality")), task="kibble loop")
