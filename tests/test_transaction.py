@@ -122,3 +122,15 @@ def test_workspace_transaction_holds_the_lock_and_commits_at_the_end(tmp_path: P
         atomic_write_text(tmp_path / "state.json", "{}")
         assert (lock_file.parent / "holder.json").is_file() and not (tmp_path / "state.json").exists()
     assert (tmp_path / "state.json").read_text() == "{}"
+
+
+def test_a_reader_waits_for_a_live_writer_to_apply_its_commit_instead_of_taking_over(tmp_path: Path):
+    from kibble.transaction import settle
+
+    journal_path(tmp_path).parent.mkdir()
+    with workspace_lock(tmp_path, "kibble merge"):  # a live writer between its commit record and its renames
+        journal_path(tmp_path).write_text(json.dumps({"task": "kibble merge", "ops": []}))
+        start = time.monotonic()
+        settle(tmp_path, wait_s=0.3)  # here the same process, another lock descriptor: as another process sees it
+        assert time.monotonic() - start >= 0.3 and journal_path(tmp_path).is_file()
+        journal_path(tmp_path).unlink()

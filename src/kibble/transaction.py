@@ -272,15 +272,27 @@ def settle(root: str | Path, wait_s: float = 30.0) -> None:
     lock = FileLock(str(root / CONTROL_DIR / LOCK_FILE))
     try:
         lock.acquire(timeout=0)
-    except Timeout:
+    except Timeout:  # a live writer holds the lock: it is applying its own commit
         deadline = time.monotonic() + wait_s
         while journal.is_file() and time.monotonic() < deadline:
             time.sleep(0.05)
+        return
+    except OSError as err:  # (Timeout is an OSError too) a reader without write permission cannot finish it
+        log.warning("%s: an interrupted %s is not finished yet and this process cannot finish it (%s); "
+                    "run any kibble command that writes (e.g. kibble merge) as the workspace's owner", root,
+                    _task_of(journal), err)
         return
     try:
         recover(root)
     finally:
         lock.release()
+
+
+def _task_of(journal: Path) -> str:
+    try:
+        return describe(json.loads(journal.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return "transaction"
 
 
 def clean_temporaries(root: str | Path) -> list[Path]:

@@ -12,13 +12,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kibble.io import atomic_write_csv, atomic_write_parquet
+from kibble.io import atomic_write_csv, atomic_write_parquet, remove_file
 from kibble.queue.budget import split_budget
 from kibble.queue.builder import build_queue, settled_samples
 from kibble.queue.formats import is_pushed, keep_queue_version, versioned_name, write_queue_files
 from kibble.annotation.gold import GOLD_FILE, load_gold, normalise_gold, round_gold
 from kibble.labels.history import load_events
-from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.labels.lock import lock_timeout_of, workspace_transaction
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
@@ -108,7 +108,7 @@ class BuildQueue:
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
         outputs = self.score(ctx)
         cfg = ctx.cfg if ctx.cfg is not None else {}
-        with workspace_lock(ctx.workspace, f"kibble {cfg.get('task_name') or 'queue'}", lock_timeout_of(cfg)):
+        with workspace_transaction(ctx.workspace, f"kibble {cfg.get('task_name') or 'queue'}", lock_timeout_of(cfg)):  # all queue files or none
             return self._write(ctx, outputs)
 
     def _write(self, ctx: RoundContext, outputs: dict[str, StrategyOutput]) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class BuildQueue:
         if gold_table is not None:
             atomic_write_csv(gold_path, gold_table)
         elif not pushed:
-            gold_path.unlink(missing_ok=True)  # a rebuilt queue nobody was shown, without gold: no stale gold list
+            remove_file(gold_path)  # a rebuilt queue nobody was shown, without gold: no stale gold list
         summary = {
             "queue_size": int(len(queue)),
             "queue_budget": budget,
