@@ -69,14 +69,22 @@ class CleaningBench:
                 "cv.predict_splits=[val]", f"seed={seed}", *self.extra]
 
     def import_clean(self) -> tuple[Path, pd.DataFrame]:
-        """Import Imagewoof once (image_folder source); the settings' workspaces copy its files."""
+        """Import Imagewoof once (image_folder source, the library path `kibble import` takes); the settings'
+        workspaces copy its files."""
+        import hydra
+
         from kibble.config import compose_config
         from kibble.data.manifest import load_manifest
-        from kibble.tasks import import_data
+        from kibble.data.reimport import apply_import, plan_import
+        from kibble.paths import Workspace
 
         ws = self.base / "imported"
         if not (ws / "manifest.parquet").is_file():
-            import_data.run(compose_config("import", ["source=image_folder", f"source.root={self.setup.root}", "overwrite=true", *self.common(ws)]))
+            cfg = compose_config("import", ["source=image_folder", f"source.root={self.setup.root}", *self.common(ws)])
+            frame, names, display, data_root = hydra.utils.instantiate(cfg.source)
+            plan = plan_import(Workspace(ws), frame, names, display, data_root, mode="new", source="source ImageFolder",
+                               on_bad_image=cfg.on_bad_image, taxonomy=cfg.get("taxonomy", "auto"), origin=cfg.source._target_)
+            apply_import(Workspace(ws), plan)
         return ws, load_manifest(ws / "manifest.parquet")
 
     def make_workspace(self, name: str, imported: Path, manifest: pd.DataFrame, noisy: pd.Series) -> Path:
@@ -100,13 +108,13 @@ class CleaningBench:
 
     def kfold_round(self, ws: Path, rnd: int, seed: int, extra: list[str] | None = None, queue: bool = False) -> dict:
         from kibble.config import compose_config
-        from kibble.tasks import kfold
+        from kibble.training.round import run_round  # what `kibble kfold` runs on one device
 
         overrides = [*self.kfold_overrides(ws, seed), f"round={rnd}", "round_callbacks.report=null", *(extra or [])]
         if not queue:
             overrides.append("round_callbacks.queue=null")
         start = time.perf_counter()
-        result = kfold.run(compose_config("kfold", overrides))
+        result = run_round(compose_config("kfold", overrides))
         self.round_seconds.append(time.perf_counter() - start)
         return result
 
