@@ -6,7 +6,7 @@ looks at were really wrong); AUPRC/AUROC summarise the whole ranking independent
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -89,3 +89,31 @@ def queue_precision_recall(queued_ids: Iterable, noisy_ids: Iterable) -> dict[st
         "n_noisy": len(noisy),
         "n_hits": hits,
     }
+
+
+def truth_aware_summary(is_noisy, outputs: Mapping[str, Any], queued_rows, known=None) -> dict[str, Any]:
+    """What a round's queue found, where the truth is known (benchmarks, injected noise, a `true_label` column).
+
+    is_noisy: bool (N,) given label != true label (rows without a truth: anything, masked by `known`);
+    outputs: strategy name -> object with .score / .flagged (N,); queued_rows: row indices of the queue's
+    relabel items (gold questions excluded). Returns queue precision/recall and, per strategy, AUPRC,
+    AUROC and precision/recall at the queue's size. Rows outside `known` are left out of every number.
+    """
+    noisy = _as_bool(is_noisy, "is_noisy")
+    keep = np.ones(len(noisy), dtype=bool) if known is None else _as_bool(known, "known")
+    rows = np.asarray(list(queued_rows), dtype=np.int64)
+    rows = rows[keep[rows]] if rows.size else rows
+    hits = int(noisy[rows].sum())
+    n_noisy = int(noisy[keep].sum())
+    out: dict[str, Any] = {
+        "n_with_true_label": int(keep.sum()),
+        "noisy_in_train": n_noisy,
+        "queue_precision": hits / len(rows) if len(rows) else float("nan"),
+        "queue_recall": hits / n_noisy if n_noisy else float("nan"),
+        "strategies": {},
+    }
+    for name, o in outputs.items():
+        m = detection_metrics(noisy[keep], np.asarray(o.score, dtype=np.float64)[keep], budget=max(len(rows), 0),
+                              flagged=np.asarray(o.flagged, dtype=bool)[keep])
+        out["strategies"][name] = {k: m[k] for k in ("auprc", "auroc", "precision_at_budget", "recall_at_budget")}
+    return out

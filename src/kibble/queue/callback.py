@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from kibble.metrics.detection import truth_aware_summary
 from kibble.io import atomic_write_csv, atomic_write_parquet, remove_file
 from kibble.queue.budget import split_budget
 from kibble.queue.builder import build_queue, settled_samples
@@ -25,6 +26,25 @@ from kibble.strategies.base import StrategyOutput
 from kibble.strategies.registry import COMBINE, combine_spec, get_strategy, queue_needs_embeddings, run_combined, run_strategy, validate_inputs
 
 log = logging.getLogger(__name__)
+
+
+def truth_summary(ctx: RoundContext, outputs: dict[str, StrategyOutput], queue: pd.DataFrame,
+                  gold_table: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Queue precision/recall and per-strategy detection when the manifest knows the true labels
+    (benchmarks, injected noise, an audited `true_label` column); None otherwise. Gold rows and new-label
+    items are not the strategies' picks, so they are left out."""
+    if "true_label" not in ctx.manifest.columns:
+        return None
+    truth = ctx.manifest.set_index("sample_id")["true_label"].reindex(ctx.oof["sample_id"])
+    known = truth.notna().to_numpy()
+    if not known.any():
+        return None
+    is_noisy = known & (truth.fillna("").astype(str).to_numpy() != ctx.oof["given_label"].astype(str).to_numpy())
+    gold_ids = set(gold_table["sample_id"].astype(str)) if gold_table is not None else set()
+    picks = queue[(queue["kind"] == "relabel") & ~queue["sample_id"].astype(str).isin(gold_ids)]
+    position = pd.Series(np.arange(len(ctx.oof)), index=ctx.oof["sample_id"].astype(str).to_numpy())
+    rows = position.reindex(picks["sample_id"].astype(str)).dropna().astype(int).to_numpy()
+    return truth_aware_summary(is_noisy, outputs, rows, known)
 
 
 class BuildQueue:
@@ -156,6 +176,12 @@ class BuildQueue:
                      versioned_name("queue.csv", version))
         if split.new:
             summary.update(queue_new=int((queue["kind"] == "new").sum()), queue_budget_new=split.new)
+        truth = truth_summary(ctx, outputs, queue, gold_table)
+        if truth is not None:
+            summary["truth"] = truth
+            log.info("queue vs true_label (%d train rows know it): precision %.3f, recall %.3f; AUPRC by strategy: %s",
+                     truth["n_with_true_label"], truth["queue_precision"], truth["queue_recall"],
+                     ", ".join(f"{n} {m['auprc']:.3f}" for n, m in truth["strategies"].items()))
         update_round_metrics(ctx.round_dir, summary)
         log.info("queue: %d items (budget %d, %d already reviewed suppressed) -> %s", len(queue), budget, len(suppress), files["csv"])
         return {**summary, "files": {k: str(v) for k, v in files.items()}}
