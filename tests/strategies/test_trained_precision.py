@@ -41,3 +41,35 @@ def test_trained_precision_surfaces_b_images_labelled_a(fresh_digits_workspace, 
     assert (queue.loc[hits, "suggested_label"] == "8").mean() >= 0.8
     # the model trained without "3" left its files apart from the folds
     assert (ws.round_dir(0) / "precision" / "without_3").is_dir()
+
+
+def test_cap_and_expected_cost_are_stated_before_training(tmp_path, caplog):
+    """max_classes caps the models (lowest precision first) and the cost estimate comes from the folds' fit time."""
+    import json
+    import logging
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from kibble.data.classes import ClassList
+    from kibble.rounds import RoundContext
+    from kibble.strategies.trained import expected_fit_seconds, trained_precision
+
+    ws = Workspace(tmp_path / "ws")
+    round_dir = ws.round_dir(0)
+    round_dir.mkdir(parents=True)
+    (round_dir / "metrics.json").write_text(json.dumps({"fold_costs": [{"fit_seconds": 10.0}, {"fit_seconds": 20.0}]}))
+    assert expected_fit_seconds(round_dir) == 15.0
+    n = 90
+    labels = np.arange(n) % 3
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), (labels + 1) % 3] = 0.8  # every class has OOF precision 0
+    ids = [f"s{i}" for i in range(n)]
+    oof = pd.DataFrame({"sample_id": ids, "fold": 0, "given_label": [str(v) for v in labels], "probs": list(probs.astype(np.float32))})
+    manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": [str(v) for v in labels], "split": "train"})
+    cfg = OmegaConf.create({"model": {}, "trainer": {}, "seed": 0})
+    ctx = RoundContext(ws, 0, round_dir, manifest, ClassList.from_names(["0", "1", "2"]), oof, cfg=cfg)
+    with caplog.at_level(logging.INFO, logger="kibble.strategies.trained"):
+        out = trained_precision(ctx, max_classes=0)
+    assert not out.flagged.any()
+    assert "3 low-precision classes, training for the 0 lowest" in caplog.text

@@ -113,7 +113,7 @@ class BuildQueue:
         for name in self.strategies:
             if name == COMBINE:
                 continue  # after its parts, which it may share with the other strategies
-            params = {k: v for k, v in self.params.get(name, {}).items() if not (name == "precision" and k == "mode")}
+            params = {k: v for k, v in self.params.get(name, {}).items() if not (name == "precision" and k in ("mode", "max_classes"))}
             if f"strategy:{name}" in ctx.shared:
                 outputs[name] = ctx.shared[f"strategy:{name}"]
             elif name in self.extra_strategies:  # strategies that need the round (e.g. precision with training)

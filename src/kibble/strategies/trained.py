@@ -20,8 +20,26 @@ from kibble.training.distributed import rank_zero_logger
 log = rank_zero_logger(__name__)
 
 
-def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold: float = 0.8) -> StrategyOutput:
-    """StrategyOutput over ctx.oof rows: flagged = rows labelled A for each low-precision class A."""
+def expected_fit_seconds(round_dir) -> float | None:
+    """Mean fit time of the round's folds (metrics.json fold_costs), the cost of one precision model; None if unknown."""
+    import json
+
+    path = round_dir / "metrics.json"
+    try:
+        costs = json.loads(path.read_text()).get("fold_costs") or {}
+    except (OSError, ValueError):
+        return None
+    seconds = [c.get("fit_seconds") for c in (costs.values() if isinstance(costs, dict) else costs) if isinstance(c, dict)]
+    seconds = [float(x) for x in seconds if isinstance(x, (int, float))]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold: float = 0.8,
+                      max_classes: int | None = 3) -> StrategyOutput:
+    """StrategyOutput over ctx.oof rows: flagged = rows labelled A for each low-precision class A.
+
+    Each class costs a model trained like one fold, so at most `max_classes` are trained (the lowest
+    OOF precision first; null = no cap) and the expected cost is logged before the first one starts."""
     from kibble.training.build import build_data_and_model, build_trainer, predict_rows, restore_best
 
     cfg = ctx.cfg
@@ -32,7 +50,20 @@ def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold
         index = ctx.classes.index
         targets = [index[c] if isinstance(c, str) else int(c) for c in classes]
     else:
-        targets = list(low_precision_classes(labels, probs, threshold)[0])
+        low, precision = low_precision_classes(labels, probs, threshold)
+        targets = sorted(low.tolist(), key=lambda a: precision[a])
+    if max_classes is not None:
+        if int(max_classes) < 0:
+            raise KibbleError(f"precision max_classes={max_classes}; give a count >= 0 or null")
+        if len(targets) > int(max_classes):
+            log.info("precision: %d low-precision classes, training for the %d lowest (strategy.params.precision.max_classes)",
+                     len(targets), int(max_classes))
+        targets = targets[: int(max_classes)]
+    per_model = expected_fit_seconds(ctx.round_dir)
+    if targets:
+        cost = f"about {len(targets) * per_model / 60:.1f} min ({per_model:.0f} s per model, the folds' mean)" if per_model else "cost unknown"
+        log.info("precision mode=train: %d model(s), one per class without it (%s): %s", len(targets), cost,
+                 ", ".join(ctx.classes.names[a] for a in targets))
     n = len(labels)
     score, suggested, flagged = np.zeros(n), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
     sample_ids = ctx.oof["sample_id"].to_numpy()
