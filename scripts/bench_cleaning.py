@@ -69,10 +69,35 @@ class Run:
         self.clean: dict[int, object] = {}
         self.imagenet: pd.DataFrame | None = None
 
+    def reusable(self, ws: Path, labels: pd.Series | None, queue: bool) -> bool:
+        """A finished round of this run's set-up is reused (a killed benchmark resumes): same train labels
+        and, where its queue is scored, the same shipped strategy config."""
+        from kibble.data.manifest import load_manifest
+
+        rdir = ws / "rounds" / "000"
+        if not ((rdir / "oof.parquet").is_file() and (rdir / "metrics.json").is_file() and (ws / "manifest.parquet").is_file()):
+            return False
+        if labels is not None:
+            current = load_manifest(ws / "manifest.parquet").set_index("sample_id")["label"]
+            if not current.reindex(labels.index).astype(str).equals(labels.astype(str)):
+                return False
+        if queue:
+            from omegaconf import OmegaConf
+
+            if not (rdir / "scores.parquet").is_file() or not (rdir / "config.yaml").is_file():
+                return False
+            saved = OmegaConf.to_container(OmegaConf.load(rdir / "config.yaml").strategy, resolve=False)
+            now = run_config_strategy()
+            if (saved.get("strategies"), saved.get("params"), saved.get("quotas")) != (now.get("strategies"), now.get("params"), now.get("quotas")):
+                return False
+        return True
+
     def clean_round(self, seed: int):
         if seed not in self.clean:
-            ws = self.bench.make_workspace(f"clean_s{seed}", self.imported, self.manifest, pd.Series(dtype=object))
-            self.bench.kfold_round(ws, 0, seed)
+            ws = self.bench.base / f"clean_s{seed}"
+            if not self.reusable(ws, None, False):
+                ws = self.bench.make_workspace(f"clean_s{seed}", self.imported, self.manifest, pd.Series(dtype=object))
+                self.bench.kfold_round(ws, 0, seed)
             self.clean[seed] = load_round(ws, 0)
             print(f"seed {seed}: clean-label OOF accuracy {self.clean[seed].metrics['oof_accuracy_given']:.4f}")
         return self.clean[seed]
@@ -87,8 +112,12 @@ class Run:
             fastai = self.fastai.loc[self.paths.loc[ids], FASTAI_COLUMNS[setting]].to_numpy()
         noisy = noisy_labels(setting, seed, clean.truth, self.names, fastai=fastai, clean_probs=clean.probs,
                              imagenet_probs=self.imagenet.loc[ids].to_numpy(), pairs=self.pairs)
-        ws = self.bench.make_workspace(f"{setting}_s{seed}", self.imported, self.manifest,
-                                       pd.Series([self.names[i] for i in noisy], index=ids))
+        labels = pd.Series([self.names[i] for i in noisy], index=ids)
+        ws = self.bench.base / f"{setting}_s{seed}"
+        if self.reusable(ws, labels, queue_budget):
+            print(f"{setting} seed {seed}: reusing the finished round in {ws}")
+            return ws, load_round(ws, 0)
+        ws = self.bench.make_workspace(f"{setting}_s{seed}", self.imported, self.manifest, labels)
         extra = [f"strategy.budget={int((noisy != clean.truth).sum())}"] if queue_budget else []
         self.bench.kfold_round(ws, 0, seed, extra=extra, queue=queue_budget)
         return ws, load_round(ws, 0)

