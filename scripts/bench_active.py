@@ -1,6 +1,6 @@
 """Benchmark active learning on Imagewoof (../shared/data/imagewoof): the default strategy vs random, over pool seeds.
 
-    python scripts/bench_active.py [--workdir workspaces/bench] [--headline margin] [--others hybrid]
+    python scripts/bench_active.py [--workdir workspaces/bench] [--headline margin] [--others hybrid] [--reuse] [--allow-embed]
                                    [--pool-seeds 0 1 2 3 4] [--rounds 10] [--batch 100] [--quick] [--no-record]
 
 Protocol (docs/benchmarks.md, "Protocol (all benchmarks)"): the headline strategy is declared before the
@@ -21,6 +21,7 @@ docs/benchmarks.md; skips without the data.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -47,20 +48,67 @@ def pm(mean: float, std: float, fmt: str = "{:.3f}") -> str:
     return fmt.format(mean) + ("" if std != std else " ± " + fmt.replace("+", "").format(std))
 
 
-def run_pool_seed(bench, seed: int, strategies: list[str], args) -> pd.DataFrame:
-    """Re-import with seed set `seed`, run `kibble loop mode=active` with training seed `seed`; its curves."""
+def run_settings(strategies: list[str], args) -> dict:
+    return {"strategies": [*strategies, "random"], "rounds": args.rounds, "batch": args.batch, "labels_per_class": args.labels_per_class}
+
+
+def reusable(ws: Path, strategies: list[str], args) -> tuple[pd.DataFrame, float] | None:
+    """(curves, minutes) of a finished run of this pool seed with the same settings (--reuse), else None."""
+    meta, path = ws / "active" / "bench_active.json", ws / "active" / "curves.csv"
+    if not (meta.is_file() and path.is_file()):
+        return None
+    info = json.loads(meta.read_text())
+    if {k: info.get(k) for k in run_settings(strategies, args)} != run_settings(strategies, args):
+        return None
+    curves = pd.read_csv(path)[CURVE_COLUMNS]
+    if len(curves) != len(info["strategies"]) * (args.rounds + 1):
+        return None
+    return curves.assign(n_seed_labels=info["n_seed_labels"]), float(info["minutes"])
+
+
+def missing_embeddings(overrides: list[str]) -> tuple[str, int, int]:
+    """(cache key, images missing from the shared feature cache, images) for the workspace in `overrides`:
+    the loop would embed the missing ones, which a benchmark sharing the cache must not start by surprise."""
+    import hydra
+
+    from kibble.data.classes import ClassList
+    from kibble.data.feature_files import read_cache, stale_rows
+    from kibble.data.manifest import load_manifest, resolve_image_path
+    from kibble.paths import Workspace
+
+    cfg = compose_config("loop", [*overrides, "mode=active", "experiment=active_imagewoof"])
+    ws = Workspace(cfg.workspace)
+    key = hydra.utils.instantiate(cfg.embedder).cache_key(str(ws.read_state().get("data_root", ws.data_root)))
+    rows = load_manifest(ws.manifest, ClassList.load(ws.classes).names).drop_duplicates("sample_id").reset_index(drop=True)
+    cached, _, _ = read_cache(Path(cfg.paths.cache_dir) / "features" / key)
+    todo, _, _ = stale_rows(cached, rows, [resolve_image_path(p, ws.data_root) for p in rows["path"]])
+    return key, int(todo.sum()), len(rows)
+
+
+def run_pool_seed(bench, seed: int, strategies: list[str], args) -> tuple[pd.DataFrame, float, bool]:
+    """Re-import with seed set `seed`, run `kibble loop mode=active` with training seed `seed`: (curves, minutes, reused)."""
     from kibble.tasks import import_data, loop
 
     ws = bench.workspace / f"pool{seed}"
+    if args.reuse and (done := reusable(ws, strategies, args)) is not None:
+        return (*done, True)
+    start = time.perf_counter()
     common = [f"workspace={ws}", f"paths.cache_dir={bench.cache}", f"paths.effnet_lite0={bench.weights}"]
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={bench.root}", "overwrite=true",
                                               f"pool.labels_per_class={args.labels_per_class}", f"pool.seed={seed}", *common]))
+    key, missing, total = missing_embeddings(common)
+    if missing and not args.allow_embed:
+        raise SystemExit(f"the feature cache {bench.cache}/features/{key} lacks {missing} of {total} embeddings for pool seed {seed}; "
+                         "the loop would embed them. Let the run that fills the shared cache finish, or pass --allow-embed")
     overrides = [*common, "mode=active", "experiment=active_imagewoof", "logger=none", "active.progress=false",
                  f"active.strategy=[{','.join(strategies)}]", "active.baseline=random", f"active.seeds=[{seed}]",
                  f"active.rounds={args.rounds}", f"active.batch_size={args.batch}"]
     result = loop.run(compose_config("loop", overrides))
+    minutes = (time.perf_counter() - start) / 60
     curves = pd.read_csv(ws / "active" / "curves.csv")[CURVE_COLUMNS]
-    return curves.assign(n_seed_labels=result["n_seed_labels"])
+    info = {**run_settings(strategies, args), "n_seed_labels": result["n_seed_labels"], "minutes": round(minutes, 2)}
+    (ws / "active" / "bench_active.json").write_text(json.dumps(info, indent=1))
+    return curves.assign(n_seed_labels=result["n_seed_labels"]), minutes, False
 
 
 def main() -> None:
@@ -73,6 +121,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--labels-per-class", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 pool seeds, 2 rounds of 50, no secondary strategies, no record")
+    parser.add_argument("--reuse", action="store_true", help="reuse pool seeds already run with the same settings (W/imagewoof_active/poolS/active/)")
+    parser.add_argument("--allow-embed", action="store_true", help="let the loop embed images missing from the shared feature cache")
     parser.add_argument("--no-record", action="store_true", help="print, do not touch docs/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
@@ -89,12 +139,13 @@ def main() -> None:
     if bench is None:
         return
     load_start, start = os.getloadavg()[0], time.perf_counter()
-    parts, per_seed_minutes = [], []
+    parts, per_seed_minutes, reused = [], [], []
     for seed in args.pool_seeds:
-        t0 = time.perf_counter()
-        parts.append(run_pool_seed(bench, seed, strategies, args))
-        per_seed_minutes.append((time.perf_counter() - t0) / 60)
-        print(f"pool seed {seed}: {per_seed_minutes[-1]:.1f} min")
+        curves, seed_minutes, was_reused = run_pool_seed(bench, seed, strategies, args)
+        parts.append(curves)
+        per_seed_minutes.append(seed_minutes)
+        reused += [seed] if was_reused else []
+        print(f"pool seed {seed}: {seed_minutes:.1f} min" + (" (reused)" if was_reused else ""))
     minutes, load_end = (time.perf_counter() - start) / 60, os.getloadavg()[0]
 
     curves = pd.concat(parts, ignore_index=True)
@@ -172,7 +223,9 @@ def main() -> None:
         "count \"saved\" is read off a nearly horizontal curve. About "
         "96 % of Imagewoof's images are ImageNet-train images the backbone was trained on, so these embeddings are unusually good "
         "for them; expect smaller accuracies and different savings on images the backbone never saw.",
-        f"Wall time {minutes:.1f} min ({', '.join(f'{m:.1f}' for m in per_seed_minutes)} per pool seed); 1-min load average "
+        f"Wall time {sum(per_seed_minutes):.1f} min ({', '.join(f'{m:.1f}' for m in per_seed_minutes)} per pool seed"
+        + (f"; pool seeds {reused} reused from an earlier run of the same settings (--reuse), this run {minutes:.1f} min" if reused else "")
+        + "); 1-min load average "
         f"{load_start:.1f} at the start, {load_end:.1f} at the end, on {os.cpu_count()} cores (a shared machine: another benchmark "
         "ran at the same time).",
     ]
