@@ -11,6 +11,7 @@ from kibble.models.head import FeatureClassifier
 from kibble.models.mc_dropout import mc_dropout_probs, stack_passes
 from kibble.strategies import active
 from kibble.strategies.active_registry import ACTIVE_STRATEGIES, get_active_strategy, run_active
+from kibble.strategies.transfer import HeldOut
 
 PROBS = np.array([
     [0.98, 0.01, 0.01],   # confident
@@ -134,8 +135,10 @@ def test_random_is_seeded_and_registry_covers_every_strategy():
     probs, emb, _ = blobs()
     mc = np.stack([probs, probs[::-1]])
     cost = np.array([[0, 1.0], [1.0, 0]])
+    held_out = HeldOut(emb[::2], probs[::2].argmax(1), probs[::2])
     for name in ACTIVE_STRATEGIES:
-        out = run_active(name, probs, embeddings=emb, mc_probs=mc, severity=cost, batch_size=5, seed=0)
+        out = run_active(name, probs, embeddings=emb, mc_probs=mc, severity=cost, batch_size=5, seed=0,
+                         labelled_embeddings=emb[:4], held_out=held_out)
         assert len(out.score) == len(probs) and np.isfinite(out.score).all(), name
 
 

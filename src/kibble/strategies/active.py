@@ -32,7 +32,34 @@ def check_embeddings(embeddings, n: int) -> np.ndarray:
     return emb
 
 
-def _check_batch(batch_size, n: int) -> int:
+def check_embedding_rows(embeddings, name: str, dim: int) -> np.ndarray:
+    """(M, dim) finite embeddings of labelled or held-out rows; None or empty = none (M = 0)."""
+    emb = np.asarray(embeddings if embeddings is not None else [], dtype=np.float64)
+    if emb.size == 0:
+        return np.zeros((0, dim))
+    if emb.ndim != 2 or emb.shape[1] != dim:
+        raise KibbleError(f"{name} must be (M, D) with D={dim} (the pool embeddings' width); got shape {emb.shape}")
+    if not np.isfinite(emb).all():
+        raise KibbleError(f"{name} contain NaN or inf")
+    return emb
+
+
+def check_pool(embeddings, probs) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pool embeddings (N, D) and, when given, the model's pool probabilities (N, K) with the same N.
+
+    Model-free strategies (cold start) take probs=None: the first batch comes before any model."""
+    probs = check_probs(probs) if probs is not None else None
+    arr = np.asarray(embeddings) if embeddings is not None else None
+    n = len(probs) if probs is not None else (len(arr) if arr is not None and arr.ndim == 2 else -1)
+    return check_embeddings(embeddings, n), probs
+
+
+def suggestions(probs: np.ndarray | None, n: int) -> np.ndarray:
+    """The model's guess per row, or -1 (no suggestion) when there is no model yet."""
+    return argmax_rows(probs)[0] if probs is not None else np.full(n, -1, dtype=np.int64)
+
+
+def check_batch(batch_size, n: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
         raise KibbleError(f"batch_size={batch_size!r}; give a non-negative number of images to pick")
     if batch_size > n:
@@ -134,14 +161,14 @@ def random(probs, seed: int = 0) -> StrategyOutput:
     return _output(np.random.default_rng(seed).random(len(probs)), probs)
 
 
-def _uncertainty(probs: np.ndarray, kind: str) -> np.ndarray:
+def uncertainty_score(probs: np.ndarray, kind: str) -> np.ndarray:
     """An uncertainty score of checked probs (no second check)."""
     if kind not in UNCERTAINTY:
         raise KibbleError(f"uncertainty={kind!r}; use one of {sorted(UNCERTAINTY)}")
     return _UNCERTAINTY_COMPUTE[kind](probs).score
 
 
-def _unit(emb: np.ndarray) -> np.ndarray:
+def unit_rows(emb: np.ndarray) -> np.ndarray:
     return emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), _EPS, None)
 
 
@@ -149,7 +176,7 @@ def density(embeddings, k: int = 10) -> np.ndarray:
     """Mean cosine similarity of each row to its k nearest other rows, in [-1, 1]: high = typical."""
     from sklearn.neighbors import NearestNeighbors
 
-    emb = _unit(np.asarray(embeddings, dtype=np.float64))
+    emb = unit_rows(np.asarray(embeddings, dtype=np.float64))
     n = len(emb)
     if n < 2:
         return np.ones(n)
@@ -171,10 +198,10 @@ def representative(probs, embeddings, beta: float = 1.0, k: int = 10, uncertaint
     span = dens.max() - dens.min() if len(dens) else 0.0
     dens = (dens - dens.min()) / span if span > _EPS else np.ones_like(dens)
     weight = (1.0 - dens) if outlier else dens
-    return _output(_uncertainty(probs, uncertainty) * np.power(weight, beta), probs)
+    return _output(uncertainty_score(probs, uncertainty) * np.power(weight, beta), probs)
 
 
-def _batch_scores(base: np.ndarray, picks: list[int]) -> np.ndarray:
+def batch_scores(base: np.ndarray, picks: list[int]) -> np.ndarray:
     """Rows not picked keep a rank-normalised base score in [0, 1); picks score 1 + (order from the top)."""
     n = len(base)
     score = (rankdata(base) - 1) / max(n, 1)
@@ -188,19 +215,19 @@ def kmeans_diverse(probs, embeddings, batch_size: int, uncertainty: str = "entro
     of each: one uncertain image per region of the image space, not ten near-copies of one."""
     probs = check_probs(probs)
     emb = check_embeddings(embeddings, len(probs))
-    b = _check_batch(batch_size, len(probs))
-    unc = _uncertainty(probs, uncertainty)
-    return _output(_batch_scores(unc, _kmeans_picks(emb, unc, np.arange(len(probs)), b, seed)), probs)
+    b = check_batch(batch_size, len(probs))
+    unc = uncertainty_score(probs, uncertainty)
+    return _output(batch_scores(unc, kmeans_picks(emb, unc, np.arange(len(probs)), b, seed)), probs)
 
 
-def _kmeans_picks(emb: np.ndarray, unc: np.ndarray, rows: np.ndarray, b: int, seed: int) -> list[int]:
+def kmeans_picks(emb: np.ndarray, unc: np.ndarray, rows: np.ndarray, b: int, seed: int) -> list[int]:
     from sklearn.cluster import KMeans
 
     if b == 0 or len(rows) == 0:
         return []
     if b >= len(rows):
         return [int(r) for r in rows[np.argsort(-unc[rows], kind="stable")]]
-    x = _unit(emb[rows])
+    x = unit_rows(emb[rows])
     assign = KMeans(n_clusters=b, n_init=3, random_state=seed).fit_predict(x)
     picks = []
     for c in range(b):
@@ -221,12 +248,12 @@ def hybrid(probs, embeddings, batch_size: int, top_factor: float = 5.0, uncertai
     clustered into `batch_size` groups, the most uncertain of each cluster picked."""
     probs = check_probs(probs)
     emb = check_embeddings(embeddings, len(probs))
-    b = _check_batch(batch_size, len(probs))
+    b = check_batch(batch_size, len(probs))
     if top_factor < 1:
         raise KibbleError(f"top_factor={top_factor}; use >= 1 (how many times the batch to shortlist)")
-    unc = _uncertainty(probs, uncertainty)
+    unc = uncertainty_score(probs, uncertainty)
     shortlist = np.argsort(-unc, kind="stable")[: min(len(probs), int(np.ceil(top_factor * b)))]
-    return _output(_batch_scores(unc, _kmeans_picks(emb, unc, shortlist, b, seed)), probs)
+    return _output(batch_scores(unc, kmeans_picks(emb, unc, shortlist, b, seed)), probs)
 
 
 UNCERTAINTY = {"least_confidence": least_confidence, "margin": margin, "ratio": ratio, "entropy": entropy}
