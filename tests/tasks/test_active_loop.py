@@ -8,6 +8,7 @@ re-imported with a seed set of 2 labels per class, so the session `digits_featur
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -117,3 +118,44 @@ def test_bad_input(digits_workspace: Path, digits_feature_cache: Path, effnet_we
         loop.run(compose_config("loop", overrides(ws, effnet_weights), output_dir=tmp_path / "o2"))
     with pytest.raises(KibbleError, match="mode='activ'"):
         loop.run(compose_config("loop", [f"workspace={ws}", "mode=activ"], output_dir=tmp_path / "o3"))
+
+
+def test_a_cold_start_from_zero_labels_picks_the_first_batch_with_typiclust(digits_workspace: Path, digits_feature_cache: Path,
+                                                                           effnet_weights: Path, tmp_path: Path):
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path, labels_per_class=0)
+    manifest = pd.read_parquet(ws / "manifest.parquet")
+    assert not ((manifest["split"] == "train") & manifest["label"].notna()).any()
+    with pytest.raises(KibbleError, match="no labelled train rows, so round 0 has no model and strategy 'margin' needs one; use a cold-start"):
+        loop.run(compose_config("loop", overrides(ws, effnet_weights, "active.strategy=margin"), output_dir=tmp_path / "o1"))
+    cfg = compose_config("loop", overrides(ws, effnet_weights, "active.strategy=[typiclust,margin]", "active.cold_start=probcover",
+                                           "+active.params.probcover.delta=0.6", "active.rounds=2", "active.batch_size=10", "active.seeds=[0]",
+                                           "trainer.max_epochs=10"),
+                         output_dir=tmp_path / "out")
+    curves = pd.read_csv(loop.run(cfg)["curves"]).set_index(["strategy", "round"])
+    assert curves["n_labels"].tolist() == [0, 10, 20] * 3
+    assert curves.xs(0, level="round")["test_accuracy"].isna().all()  # no model, no accuracy
+    first = {arm: pd.read_csv(ws / "active" / arm / "seed0" / "rounds" / "000" / "queue.csv") for arm in ("typiclust", "margin", "random")}
+    assert (first["typiclust"]["strategy"] == "typiclust").all() and (first["margin"]["strategy"] == "probcover").all()
+    assert first["typiclust"]["suggested_label"].isna().all()  # no model: no pre-annotation
+    truth = manifest.set_index("sample_id")["true_label"]
+    digits = {arm: truth.loc[q["sample_id"].astype(str)].nunique() for arm, q in first.items()}
+    assert digits["typiclust"] >= 8 and digits["margin"] >= 8, digits  # ten typical / covering images: (nearly) every digit
+    second = pd.read_csv(ws / "active" / "margin" / "seed0" / "rounds" / "001" / "queue.csv")
+    assert (second["strategy"] == "margin").all() and second["suggested_label"].notna().all()
+    assert curves.loc[("typiclust", 2), "test_accuracy"] > 0.35  # 20 labels, chance is 0.1
+
+
+def test_atl_uncertainty_learns_from_the_inner_validation_split(digits_workspace: Path, digits_feature_cache: Path, effnet_weights: Path,
+                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path, labels_per_class=5)
+    base = overrides(ws, effnet_weights, "active.strategy=atl_uncertainty", "active.rounds=1", "active.batch_size=10", "active.seeds=[0]",
+                     "trainer.max_epochs=5")
+    with pytest.raises(KibbleError, match=r"set data.inner_val_fraction \(e.g. 0.2\)"):
+        loop.run(compose_config("loop", base, output_dir=tmp_path / "o1"))
+    with caplog.at_level(logging.WARNING, logger="kibble.strategies.transfer"):
+        result = loop.run(compose_config("loop", [*base, "data.inner_val_fraction=0.4", "+active.params.atl_uncertainty.min_incorrect=2"],
+                                         output_dir=tmp_path / "out"))
+    assert "instead" not in caplog.text  # 20 held-out images, some wrong: the classifier was fit, no fallback
+    queue = pd.read_csv(ws / "active" / "atl_uncertainty" / "seed0" / "rounds" / "000" / "queue.csv")
+    assert len(queue) == 10 and (queue["strategy"] == "atl_uncertainty").all() and queue["suggested_label"].notna().all()
+    assert pd.read_csv(result["curves"])["n_labels"].tolist() == [50, 60, 50, 60]

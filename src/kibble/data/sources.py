@@ -261,7 +261,7 @@ def inject_noise(frame: pd.DataFrame, class_names: list[str], rate: float, seed:
 def make_pool(frame: pd.DataFrame, fraction: float | None = None, labels_per_class: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Turn labelled train rows into the unlabeled pool (split=pool, label null), keeping the truth in
     `true_label` for the simulated annotator. Either `labels_per_class` (keep N labelled train rows per
-    class, a seed set; the rest go to the pool) or `fraction` (stratified share of train to the pool)."""
+    class, a seed set, or none at all for a cold start; the rest go to the pool) or `fraction` (stratified share of train to the pool)."""
     if labels_per_class is not None and fraction:
         raise KibbleError("pool: give pool.fraction or pool.labels_per_class, not both")
     frame = frame.copy()
@@ -273,8 +273,8 @@ def make_pool(frame: pd.DataFrame, fraction: float | None = None, labels_per_cla
     to_pool: list[int] = []
     if labels_per_class is not None:
         n = int(labels_per_class)
-        if n < 1:
-            raise KibbleError(f"pool.labels_per_class={labels_per_class}; keep at least 1 labelled image per class")
+        if n < 0:
+            raise KibbleError(f"pool.labels_per_class={labels_per_class}; keep 0 (a cold start: every train image to the pool) or more per class")
         by_class = pd.Series(idx).groupby(frame["label"].to_numpy()[idx])
         for label, rows in by_class:
             rows = rng.permutation(rows.to_numpy())

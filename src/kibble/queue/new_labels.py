@@ -13,8 +13,9 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.queue.builder import build_queue
-from kibble.strategies.active_registry import get_active_strategy, run_active
+from kibble.strategies.active_registry import get_active_strategy, needs, run_active
 from kibble.strategies.base import StrategyOutput
+from kibble.strategies.transfer import HeldOut
 
 
 def pool_rows(manifest: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
@@ -34,14 +35,15 @@ def pool_rows(manifest: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
 
 def score_pool(strategies: Sequence[str], probs: np.ndarray, *, embeddings: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
                severity: np.ndarray | None = None, batch_size: int | None = None, seed: int = 0,
-               params: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, StrategyOutput]:
-    """Every configured active strategy over the pool, by name (unknown names fail before any work)."""
+               params: Mapping[str, Mapping[str, Any]] | None = None, **inputs: Any) -> dict[str, StrategyOutput]:
+    """Every configured active strategy over the pool, by name (unknown names fail before any work).
+    inputs: labelled_embeddings, held_out, n_classes (see `run_active`)."""
     for name in strategies:
         get_active_strategy(name)
     params = params or {}
     return {
         name: run_active(name, probs, embeddings=embeddings, mc_probs=mc_probs, severity=severity,
-                         batch_size=batch_size, seed=seed, **dict(params.get(name, {})))
+                         batch_size=batch_size, seed=seed, **inputs, **dict(params.get(name, {})))
         for name in strategies
     }
 
@@ -88,6 +90,9 @@ def round_new_queue(ctx, strategies: Sequence[str], budget: int, params: Mapping
         raise KibbleError("strategy 'bald' needs MC-dropout passes of a trained head; use it in `kibble loop mode=active` "
                           "(features mode), or pick entropy/margin/kmeans for a k-fold round")
     severity = ctx.classes.severity_matrix(ctx.workspace.root) if "expected_cost" in strategies else None
-    outputs = score_pool(strategies, probs, embeddings=embeddings, severity=severity, batch_size=budget, seed=seed, params=params)
+    labelled = ctx.embeddings() if any(needs(n) & {"labelled_embeddings", "held_out"} for n in strategies) else None
+    held_out = HeldOut(labelled, ctx.given_indices(), ctx.probs()) if labelled is not None else None  # the OOF: held out by its fold
+    outputs = score_pool(strategies, probs, embeddings=embeddings, severity=severity, batch_size=budget, seed=seed, params=params,
+                         labelled_embeddings=labelled, held_out=held_out)
     queue = build_new_queue(pool, outputs, ctx.classes.names, budget, round_index=ctx.round_index, quotas=quotas, suppress=suppress)
     return queue, outputs

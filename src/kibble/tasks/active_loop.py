@@ -5,7 +5,9 @@ workspace under `W/active/<arm>/seed<S>/` runs `active.rounds` rounds of: train 
 mode, the same Lightning path as `kibble train`/`kfold`) on every labelled train image -> test
 accuracy -> predict the pool -> the strategy picks `active.batch_size` images -> a kind=new queue
 (queue.csv + Label Studio tasks) -> the simulated annotator labels it -> `merge` (the pool rows
-join train). A last training measures the final batch. Both arms share the seeds (same seed set,
+join train). A last training measures the final batch. From zero labels (`pool.labels_per_class=0`)
+round 0 has no model: its batch comes from a model-free strategy (the arm's own, or `active.cold_start`
+for an arm that needs a model) and its accuracy is NaN in curves.csv. Both arms share the seeds (same seed set,
 same initialisation streams), so the curves differ only by the selection.
 
 Outputs in `W/active/`: curves.csv (strategy, seed, round, n_labels, test_accuracy), savings.csv,
@@ -36,7 +38,8 @@ from kibble.paths import Workspace
 from kibble.queue.formats import write_queue_files
 from kibble.queue.new_labels import build_new_queue, pool_rows, score_pool
 from kibble.rounds import update_round_metrics
-from kibble.strategies.active_registry import get_active_strategy
+from kibble.strategies.active_registry import get_active_strategy, model_free, needs
+from kibble.strategies.transfer import HeldOut
 from kibble.training.build import attach_features, build_data_and_model, build_trainer, features_mode, predict_rows, restore_best
 from kibble.labels.merge import merge_reviews
 
@@ -47,7 +50,8 @@ COPIED = ("manifest.parquet", "classes.yaml", "label_events.parquet")
 def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[str, Any]:
     """Validate everything before the first training: strategy names, pool size vs budget, truth, test rows."""
     act = cfg.active
-    for name in [*strategies_of(act), str(act.baseline)]:
+    arms = [*strategies_of(act), str(act.baseline)]
+    for name in arms:
         get_active_strategy(name)
     if not features_mode(cfg):
         raise KibbleError("kibble loop mode=active trains a head per round on cached embeddings; add model=features (or experiment=active_digits)")
@@ -66,8 +70,24 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
     if eval_split(manifest) is None:
         raise KibbleError(f"{source}: no labelled test (or val) rows to measure accuracy on; import with source.test_fraction > 0")
     if not trainable_rows(manifest).any():
-        raise KibbleError(f"{source}: no labelled train rows to start from; import with pool.labels_per_class=N (a seed set)")
+        check_cold_start(act, arms, source)
+    if any("held_out" in needs(n) for n in arms) and not float(cfg.data.get("inner_val_fraction") or 0) > 0:
+        raise KibbleError("atl_uncertainty learns where the model errs from labelled images it did not train on; "
+                          "set data.inner_val_fraction (e.g. 0.2) so each round holds some out")
     return {"n_pool": len(pool), "n_seed_labels": int(trainable_rows(manifest).sum())}
+
+
+def check_cold_start(act: DictConfig, arms: list[str], source: str) -> None:
+    """Zero labels: round 0 has no model, so its batch needs a model-free strategy (own or active.cold_start)."""
+    cold = act.get("cold_start")
+    if cold is not None and not model_free(str(cold)):
+        raise KibbleError(f"active.cold_start={cold!r} needs a model; use a model-free strategy (typiclust, probcover, kmeans, "
+                          "representative, atl_representative, random)")
+    if cold is None:
+        for name in arms:
+            if not model_free(name):
+                raise KibbleError(f"{source}: no labelled train rows, so round 0 has no model and strategy {name!r} needs one; "
+                                  "use a cold-start strategy (active.strategy=typiclust or probcover) or set active.cold_start=typiclust")
 
 
 def strategies_of(act: DictConfig) -> list[str]:
@@ -113,6 +133,7 @@ class ArmRunner:
         act = cfg.active
         self.params = OmegaConf.to_container(act.params, resolve=True) if act.get("params") else {}
         self.mc_passes = int(act.get("mc_passes", 20))
+        self.cold_start = str(act.get("cold_start") or strategy) if not model_free(strategy) else strategy
 
     def train(self, round_index: int):
         L.seed_everything(self.seed * 1000 + round_index, workers=True, verbose=False)
@@ -137,19 +158,31 @@ class ArmRunner:
         y = np.array([self.classes.index[l] for l in test["label"]])
         return float((probs.argmax(1) == y).mean())
 
-    def select(self, dm, model, round_index: int, batch: int) -> pd.DataFrame:
-        pool = pool_rows(dm.manifest, str(self.ws.manifest))
-        probs = predict_rows(model, dm, pool, self.cfg.trainer)["probs"].astype(np.float64)
-        embeddings = self.matrix[[self.position[s] for s in pool["sample_id"]]]
-        mc = None
-        if self.strategy == "bald":
+    def select(self, dm, model, manifest: pd.DataFrame, round_index: int, batch: int) -> pd.DataFrame:
+        """The round's new-label queue; model=None (no labels yet): the cold-start strategy, without probabilities."""
+        name = self.strategy if model is not None else self.cold_start
+        pool = pool_rows(manifest, str(self.ws.manifest))
+        embeddings = self.rows_of(pool)
+        probs = predict_rows(model, dm, pool, self.cfg.trainer)["probs"].astype(np.float64) if model is not None else None
+        mc = held_out = None
+        if name == "bald":
             from kibble.models.mc_dropout import mc_dropout_probs
 
             mc = mc_dropout_probs(model, embeddings, passes=self.mc_passes, seed=self.seed * 1000 + round_index)
-        severity = self.classes.severity_matrix(self.ws.root) if self.strategy == "expected_cost" else None
-        outputs = score_pool([self.strategy], probs, embeddings=embeddings, mc_probs=mc, severity=severity, batch_size=batch,
-                             seed=self.seed * 1000 + round_index, params={self.strategy: self.params.get(self.strategy, {})})
+        if "held_out" in needs(name) and len(dm.val_rows):  # labelled images this round's model did not train on
+            val = dm.val_rows
+            held_out = HeldOut(self.rows_of(val), np.array([self.classes.index[l] for l in val["label"]]),
+                               predict_rows(model, dm, val, self.cfg.trainer)["probs"].astype(np.float64))
+        severity = self.classes.severity_matrix(self.ws.root) if name == "expected_cost" else None
+        outputs = score_pool([name], probs, embeddings=embeddings, mc_probs=mc, severity=severity, batch_size=batch,
+                             seed=self.seed * 1000 + round_index, params={name: self.params.get(name, {})},
+                             labelled_embeddings=self.rows_of(manifest[trainable_rows(manifest)]), held_out=held_out,
+                             n_classes=len(self.classes.names))
         return build_new_queue(pool, outputs, self.classes.names, batch, round_index=round_index)
+
+    def rows_of(self, rows: pd.DataFrame) -> np.ndarray:
+        """The cached embeddings of manifest rows, in row order."""
+        return self.matrix[[self.position[s] for s in rows["sample_id"]]]
 
     def run(self, rounds: int, batch: int, progress=None) -> list[dict[str, Any]]:
         rows = []
@@ -157,18 +190,19 @@ class ArmRunner:
             round_dir = self.ws.round_dir(r)
             before = load_manifest(self.ws.manifest, self.classes.names)  # training and selection leave it as is
             n_labels = int(trainable_rows(before).sum())
-            dm, model = self.train(r)
-            acc = self.accuracy(dm, model)
+            dm, model = self.train(r) if n_labels else (None, None)  # a cold start: no labels, no model yet
+            acc = self.accuracy(dm, model) if model is not None else float("nan")
             row = {"strategy": self.strategy, "seed": self.seed, "round": r, "n_labels": n_labels, "test_accuracy": acc}
             if r < rounds:
-                queue = self.select(dm, model, r, batch)
+                queue = self.select(dm, model, before, r, batch)
                 write_queue_files(queue, round_dir, self.classes, data_root=self.ws.data_root, model_version=f"kibble-active-{r:03d}")
                 reviews = self.annotator.review(queue, before, self.classes.names)
                 atomic_write_csv(round_dir / "reviews.csv", reviews)
                 merged = merge_reviews(self.ws, reviews, source="simulated", round_index=r, policy=OmegaConf.to_container(self.cfg.policy, resolve=True), origin=str(round_dir / "reviews.csv"))
                 row["queue_size"] = int(len(queue))
                 row["pool_labelled"] = merged["n_pool_labelled"]
-            update_round_metrics(round_dir, {"round": r, "mode": "active", **{k: v for k, v in row.items() if k != "round"}})
+            measured = {k: v for k, v in row.items() if k != "round" and not (isinstance(v, float) and np.isnan(v))}  # no model: no accuracy
+            update_round_metrics(round_dir, {"round": r, "mode": "active", **measured})
             rows.append(row)
             if progress is not None:
                 progress()
