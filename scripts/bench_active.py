@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--labels-per-class", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 3 pool seeds, 2 rounds of 50, no secondary strategies, no record")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 pool seeds, 2 rounds of 50, no secondary strategies, its own workspaces, no record")
     parser.add_argument("--reuse", action="store_true", help="reuse pool seeds already run with the same settings (W/imagewoof_active/poolS/active/)")
     parser.add_argument("--allow-embed", action="store_true", help="let the loop embed images missing from the shared feature cache")
     parser.add_argument("--no-record", action="store_true", help="print, do not touch docs/benchmarks.md")
@@ -135,7 +135,7 @@ def main() -> None:
     strategies = list(dict.fromkeys([headline, *[s for s in args.others if s != "random"]]))
     print(f"headline (declared before the run): {headline}; secondary: {strategies[1:] or 'none'}; pool seeds {args.pool_seeds}")
 
-    bench = imagewoof_bench(args.workdir, "imagewoof_active")
+    bench = imagewoof_bench(args.workdir, "imagewoof_active_quick" if args.quick else "imagewoof_active")
     if bench is None:
         return
     load_start, start = os.getloadavg()[0], time.perf_counter()
