@@ -1,5 +1,8 @@
 """Read what humans answered: a reviews CSV or a Label Studio JSON export -> one reviews table.
 
+This module reads the CSV and validates every table; kibble.labels.labelstudio_export parses the
+Label Studio JSON into the same columns.
+
 Reviews table (`REVIEW_COLUMNS`), one row per (sample, annotator):
   sample_id, label, verdict, annotator, note, queue_id, created_at, lead_time, round
 
@@ -20,7 +23,7 @@ and the fix.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,6 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.values import optional_text
-from kibble.queue.formats import LABEL_CONTROL, NOTE_CONTROL, VERDICT_CONTROL
 from kibble.labels.history import VERDICTS
 
 REVIEW_COLUMNS = ["sample_id", "label", "verdict", "annotator", "note", "queue_id", "created_at", "lead_time", "round"]
@@ -54,7 +56,9 @@ def read_reviews(
     if not path.is_file():
         raise KibbleError(f"{path}: reviews file not found; pass reviews=<CSV or Label Studio JSON export>")
     if _looks_like_json(path):
-        frame, where = _parse_labelstudio(path)
+        from kibble.labels.labelstudio_export import parse_labelstudio
+
+        frame, where = parse_labelstudio(path)
     else:
         frame, where = _parse_csv(path)
     if queue is not None and len(queue):
@@ -70,7 +74,9 @@ def reviews_from_labelstudio(
     source: str = "Label Studio export",
 ) -> pd.DataFrame:
     """Like `read_reviews` for a Label Studio JSON export already in memory (`kibble labelstudio pull`)."""
-    frame, where = _parse_labelstudio_tasks(tasks, source)
+    from kibble.labels.labelstudio_export import parse_labelstudio_tasks
+
+    frame, where = parse_labelstudio_tasks(tasks, source)
     if queue is not None and len(queue):
         frame = _fill_from_queue(frame, queue)
     return validate_reviews(frame, manifest, class_names, source=source, where=where)
@@ -123,20 +129,29 @@ def _looks_like_json(path: Path) -> bool:
 
 # --------------------------------------------------------------------------------------- CSV
 def _parse_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The CSV as text cells. Read without a header first, so pandas cannot quietly take a row's extra
+    field (a trailing comma) as an index and shift every column; the first row is then the header."""
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise KibbleError(f"{path}: not a readable CSV ({str(err).splitlines()[0]}); save it as UTF-8 CSV") from err
-    except pd.errors.EmptyDataError as err:
-        raise KibbleError(f"{path}: empty file; a reviews CSV needs the header {','.join(CSV_REQUIRED)}[,note]") from err
-    raw.columns = [str(c).strip().lower() for c in raw.columns]
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, header=None, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise KibbleError(f"{path}: not a readable CSV ({reason}); every line needs the header's fields; save it as a UTF-8 CSV") from None
+    except pd.errors.EmptyDataError:
+        raise KibbleError(f"{path}: empty file; a reviews CSV needs the header {','.join(CSV_REQUIRED)}[,note]") from None
+    table = table.fillna("")  # a short line's missing cells are empty, not the text 'nan'
+    columns = [str(c).strip().lower() for c in table.iloc[0]]
+    raw = table.iloc[1:].reset_index(drop=True)
+    raw.columns = columns
     missing = [c for c in CSV_REQUIRED if c not in raw.columns]
     if missing:
         raise KibbleError(
             f"{path}: missing column(s) {missing}; a reviews CSV needs {','.join(CSV_REQUIRED)}[,note] "
-            f"(found {list(raw.columns)})"
+            f"(found {[c for c in columns if c][:10]})"
         )
+    twice = sorted({c for c in columns if columns.count(c) > 1 and c in CSV_REQUIRED + _CSV_OPTIONAL})
+    if twice:
+        raise KibbleError(f"{path}: column(s) {twice} appear more than once in the header; keep one of each")
     frame = pd.DataFrame({c: raw[c] for c in CSV_REQUIRED + [c for c in _CSV_OPTIONAL if c in raw.columns]})
     for col in frame.columns:
         frame[col] = frame[col].astype(str).str.strip()
@@ -146,128 +161,6 @@ def _parse_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         if value is None:
             raise KibbleError(f"{path} {where[i]}: empty annotator; name who reviewed it (e.g. alice@example.com)")
     return frame, where
-
-
-# ------------------------------------------------------------------------------ Label Studio
-def _parse_labelstudio(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as err:
-        raise KibbleError(f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg}); re-export it from Label Studio") from err
-    return _parse_labelstudio_tasks(tasks, path)
-
-
-def _parse_labelstudio_tasks(tasks: Any, path: Any) -> tuple[pd.DataFrame, list[str]]:
-    if isinstance(tasks, dict) and "data" in tasks:
-        tasks = [tasks]
-    if not isinstance(tasks, list):
-        raise KibbleError(f"{path}: expected a list of Label Studio tasks; use Export -> JSON in Label Studio")
-    rows: list[dict] = []
-    where: list[str] = []
-    for ti, task in enumerate(tasks):
-        loc = f"task {ti}" + (f" (id {task.get('id')})" if isinstance(task, dict) and task.get("id") is not None else "")
-        if not isinstance(task, dict):
-            raise KibbleError(f"{path} {loc}: not a JSON object; use Export -> JSON in Label Studio")
-        if "data" not in task and "annotations" not in task:
-            raise KibbleError(
-                f"{path} {loc}: no `data`/`annotations`; this looks like a JSON-MIN or CSV export, "
-                "export with the `JSON` format instead"
-            )
-        data = task.get("data") or {}
-        sample_id = data.get("sample_id")
-        if sample_id is None or str(sample_id).strip() == "":
-            raise KibbleError(
-                f"{path} {loc}: no data.sample_id; import tasks from kibble's queue.labelstudio.json "
-                "so every task carries its sample_id"
-            )
-        given = data["given_label"] if "given_label" in data else _UNSET
-        annotations = task.get("annotations", task.get("completions")) or []
-        latest: dict[str, tuple[tuple, dict]] = {}
-        cancelled_only: dict[str, dict] = {}
-        for ai, ann in enumerate(annotations):
-            if not isinstance(ann, dict):
-                raise KibbleError(f"{path} {loc} annotation {ai}: not a JSON object; re-export from Label Studio")
-            who = _annotator(ann, f"{path} {loc} annotation {ai}" + (f" (id {ann['id']})" if ann.get("id") is not None else ""))
-            if ann.get("was_cancelled"):
-                cancelled_only.setdefault(who, ann)
-                continue
-            key = (_timestamp(ann.get("updated_at") or ann.get("created_at")), ai)
-            if who not in latest or key > latest[who][0]:
-                latest[who] = (key, ann)
-        for who, ann in cancelled_only.items():
-            if who not in latest:
-                rows.append(_row(sample_id, data, None, "skipped", who, "", ann, given))
-                where.append(loc)
-        for who, (_, ann) in latest.items():
-            label, verdict, note = _read_result(ann.get("result") or [], path, loc)
-            if label is None and verdict is None:
-                verdict = "skipped"  # submitted with nothing chosen
-            rows.append(_row(sample_id, data, label, verdict, who, note, ann, given))
-            where.append(loc)
-    # given_label: the task's data.given_label, or _UNSET to fall back to the manifest's label
-    return pd.DataFrame(rows, columns=REVIEW_COLUMNS + ["given_label"]), where
-
-
-def _row(sample_id, data, label, verdict, who, note, ann, given) -> dict:
-    return {
-        "sample_id": str(sample_id).strip(),
-        "label": label,
-        "verdict": verdict,
-        "annotator": who,
-        "note": note or "",
-        "queue_id": data.get("queue_id"),
-        "created_at": ann.get("updated_at") or ann.get("created_at"),
-        "lead_time": ann.get("lead_time"),
-        "round": data.get("round"),
-        "given_label": given,
-    }
-
-
-def _annotator(ann: dict, loc: str) -> str:
-    """The user's e-mail when the export carries it (completed_by as an object), else their id.
-
-    An annotation without one cannot be attributed (overlap, gold scoring and the policy's one vote
-    per annotator all need it), so it is an error rather than an anonymous vote.
-    """
-    who = ann.get("completed_by")
-    if isinstance(who, dict):
-        name = who.get("email") or who.get("username")
-        if name:
-            return str(name)
-        who = who.get("id")
-    if who is None or str(who).strip() == "":
-        raise KibbleError(
-            f"{loc}: no annotator (completed_by is empty); re-export the project with Export -> JSON "
-            "from Label Studio, which names the user of every annotation"
-        )
-    return f"labelstudio-user-{who}"
-
-
-def _timestamp(value: Any) -> pd.Timestamp:
-    ts = pd.to_datetime(value, utc=True, errors="coerce") if value else pd.NaT
-    return pd.Timestamp.min.tz_localize("UTC") if pd.isna(ts) else ts
-
-
-def _read_result(result: list, path: Path, loc: str) -> tuple[str | None, str | None, str]:
-    label = verdict = None
-    notes: list[str] = []
-    for item in result:
-        if not isinstance(item, dict):
-            continue
-        name, value = item.get("from_name"), item.get("value") or {}
-        if name in (LABEL_CONTROL, VERDICT_CONTROL):
-            choices = value.get("choices") or []
-            if len(choices) > 1:
-                raise KibbleError(f"{path} {loc}: several {name}s chosen {choices}; choose exactly one")
-            if choices:
-                if name == LABEL_CONTROL:
-                    label = str(choices[0])
-                else:
-                    verdict = str(choices[0])
-        elif name == NOTE_CONTROL:
-            text = value.get("text")
-            notes += [str(t) for t in text] if isinstance(text, list) else ([str(text)] if text else [])
-    return label, verdict, "\n".join(notes)
 
 
 # -------------------------------------------------------------------------------- validation
@@ -394,6 +287,6 @@ def _int(value: Any, loc: str, col: str) -> int | None:
         as_float = float(value)
     except (TypeError, ValueError):
         raise KibbleError(f"{loc}: {col} {value!r} is not a whole number") from None
-    if as_float != int(as_float):
+    if not math.isfinite(as_float) or as_float != int(as_float):
         raise KibbleError(f"{loc}: {col} {value!r} is not a whole number")
     return int(as_float)
