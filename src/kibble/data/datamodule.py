@@ -4,6 +4,11 @@ Which rows train, which form the inner validation split and which get predicted 
 once, so `kibble train` and every k-fold fold share one code path. The loaders are sized to feed a
 GPU by default (`num_workers: auto`, pinned memory on CUDA, persistent workers); images can come
 from the decoded cache and batches can stay uint8 until the device normalises them.
+
+Images that went bad since the import follow `on_bad_image`: `skip` leaves them out of every row set
+this module hands out (`usable`; one scan per process) with a count, `fail` stops at the first one
+with one line (kibble.data.images). Train rows without a label and classes without a train image
+are said once, as warnings: training goes on, but not on what the user may think.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.dataset import ManifestDataset, collate_channels_last, seed_worker
-from kibble.data.images import scan_images
-from kibble.data.manifest import load_manifest, resolve_image_path
+from kibble.data.images import DEFAULT_MAX_PIXELS, scan_images, set_max_image_pixels, skipped_line
+from kibble.data.manifest import classes_without_train, load_manifest, resolve_image_path
 from kibble.data.transforms import DeviceTransform, build_transform, resize_side
 from kibble.paths import Workspace
+from kibble.training.distributed import rank_zero_logger
+
+log = rank_zero_logger(__name__)
 
 
 def trainable_rows(manifest: pd.DataFrame) -> pd.Series:
@@ -34,6 +42,33 @@ def trainable_rows(manifest: pd.DataFrame) -> pd.Series:
     if "excluded" in manifest.columns:
         mask &= ~manifest["excluded"].fillna(False).astype(bool)
     return mask
+
+
+def warn_training_gaps(manifest: pd.DataFrame, class_names: list[str], source: str | Path) -> None:
+    """One warning line each for train rows without a label (not trained on) and classes no train row has."""
+    unlabelled = manifest[(manifest["split"] == "train") & manifest["label"].isna()]
+    if len(unlabelled):
+        log.warning("%s: %d train row(s) have no label (e.g. sample_id %r) and are not trained on; label them "
+                    "(kibble merge) or move them to split pool", source, len(unlabelled), str(unlabelled["sample_id"].iloc[0]))
+    empty = classes_without_train(manifest, class_names)
+    if empty:
+        log.warning("%s: %d class(es) have no train images: %s%s; the model cannot learn them", source, len(empty), empty[:5],
+                    " ..." if len(empty) > 5 else "")
+
+
+def drop_unreadable(rows: pd.DataFrame, data_root: str | Path, policy: str = "fail", verify: bool = False,
+                    said: set[str] = frozenset()) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(rows without unreadable images, {sample_id: reason}) under on_bad_image=skip, with one warning line
+    (none for sample_ids in `said`); `fail` returns the rows as they are, unless `verify` checks them first
+    (then the first bad image raises). The scan is remembered per process: the folds of a round pay once."""
+    if not verify and policy == "fail" or not len(rows):
+        return rows, {}
+    paths = [resolve_image_path(p, data_root) for p in rows["path"]]
+    bad = scan_images(paths, policy, progress=True, prefix="data.")
+    skipped = {str(rows.iloc[i]["sample_id"]): reason for i, reason in bad.items()}
+    if set(skipped) - set(said):
+        log.warning(skipped_line({str(paths[i]): reason for i, reason in bad.items()}))
+    return (rows.drop(rows.index[list(bad)]) if bad else rows), skipped
 
 
 def inner_split(rows: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -87,6 +122,7 @@ class ManifestDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_image: str = "fail",
         verify_images: bool = False,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
         augment: dict[str, Any] | None = None,
         pin_memory: bool | str = "auto",
         persistent_workers: bool = True,
@@ -105,6 +141,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.seed = seed
         self.on_bad_image = on_bad_image
         self.verify_images = verify_images
+        set_max_image_pixels(max_image_pixels)  # every reader in this process (loaders, embedder, decoded cache)
         self.augment = dict(augment or {})
         self.pin_memory = _flag("pin_memory", pin_memory)
         self.persistent_workers = bool(persistent_workers)
@@ -119,6 +156,7 @@ class ManifestDataModule(L.LightningDataModule):
         self._device_transform: DeviceTransform | None = None
         self.classes = ClassList.load(self.workspace.classes)
         self.manifest = load_manifest(self.workspace.manifest, self.classes.names)
+        warn_training_gaps(self.manifest, self.classes.names, self.workspace.manifest)
         self.data_config: dict[str, Any] | None = None
         self.fit_ids: Sequence[str] | None = None
         self.predict_rows = self.manifest.iloc[:0]
@@ -166,13 +204,13 @@ class ManifestDataModule(L.LightningDataModule):
         self.test_rows = self._drop_bad(self.split_rows(self.test_split)) if self.test_split else self.manifest.iloc[:0]
 
     def _drop_bad(self, rows: pd.DataFrame) -> pd.DataFrame:
-        if not self.verify_images and self.on_bad_image == "fail":
-            return rows
-        paths = [resolve_image_path(p, self.workspace.data_root) for p in rows["path"]]
-        bad = scan_images(paths, self.on_bad_image, progress=True)
-        for i, reason in bad.items():
-            self.skipped[rows.iloc[i]["sample_id"]] = reason
-        return rows.drop(rows.index[list(bad)]) if bad else rows
+        return self.usable(rows)
+
+    def usable(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """`rows` without the images that cannot be read under on_bad_image=skip (recorded in `skipped`)."""
+        rows, skipped = drop_unreadable(rows, self.workspace.data_root, self.on_bad_image, self.verify_images, set(self.skipped))
+        self.skipped.update(skipped)
+        return rows
 
     # --- loaders -----------------------------------------------------------------------------
     def _processes(self) -> int:
@@ -207,7 +245,7 @@ class ManifestDataModule(L.LightningDataModule):
             raise RuntimeError("call configure(data_config=model.data_config()) before using the datamodule")
         transform = build_transform(self.data_config, train=train, normalize=not self.normalize_on_device, **(self.augment if train else {}))
         images = self._decoded_images(rows) if self.decoded_cache and len(rows) else None
-        return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform, images=images)
+        return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform, images=images, option_prefix="data.")
 
     def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool, keep_workers: bool) -> DataLoader:
         workers = self.workers

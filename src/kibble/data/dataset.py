@@ -1,7 +1,8 @@
 """A torch Dataset over manifest rows: reads the image, applies the transform, yields (x, y, index).
 
 The image comes from the file (decoded now) or from the decoded cache (kibble.data.decoded_cache),
-whichever the datamodule hands in; the transform does not know the difference.
+whichever the datamodule hands in; the transform does not know the difference. A file that cannot
+be read raises kibble.data.images.BadImageError: one line naming it, even from a loader worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from kibble.data.images import read_rgb
+from kibble.data.images import max_image_pixels, read_rgb
 from kibble.data.manifest import resolve_image_path
 
 
@@ -22,11 +23,14 @@ class ManifestDataset(Dataset):
     """Rows of a manifest; y = class index of `label` (or -1 for unlabeled rows).
 
     images: optional row-aligned source of HxWx3 uint8 arrays (e.g. `DecodedImages`); None
-    decodes each file with `read_rgb`.
+    decodes each file with `read_rgb`, under this process's pixel limit (kept here, so workers
+    started by spawn apply it too). option_prefix: where the caller's config holds `on_bad_image`
+    and `max_image_pixels` (`data.` for train/kfold), for the advice in a bad image's error line.
     """
 
     def __init__(
-        self, rows: pd.DataFrame, data_root: str | Path, class_names: list[str], transform: Callable, images: Sequence[np.ndarray] | None = None
+        self, rows: pd.DataFrame, data_root: str | Path, class_names: list[str], transform: Callable, images: Sequence[np.ndarray] | None = None,
+        option_prefix: str = "",
     ):
         self.rows = rows.reset_index(drop=True)
         self.paths = [resolve_image_path(p, data_root) for p in self.rows["path"]]
@@ -37,12 +41,17 @@ class ManifestDataset(Dataset):
         if images is not None and len(images) != len(self.rows):
             raise ValueError(f"images has {len(images)} entries for {len(self.rows)} rows")
         self.images = images
+        self.max_pixels = max_image_pixels()
+        self.option_prefix = option_prefix
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        image = self.images[i] if self.images is not None else read_rgb(self.paths[i])
+        if self.images is not None:
+            image = self.images[i]
+        else:
+            image = read_rgb(self.paths[i], max_pixels=self.max_pixels, prefix=self.option_prefix)
         return self.transform(image), int(self.targets[i]), i  # ints: collate makes one tensor per batch
 
     def reseed(self, seed: int) -> None:

@@ -13,6 +13,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from kibble.data.images import DEFAULT_MAX_PIXELS, set_max_image_pixels
 from kibble.data.reimport import apply_import, check_workspace, import_mode, plan_import
 from kibble.labels.lock import lock_timeout_of
 from kibble.paths import Workspace, config_dir
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
+    set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     ws = Workspace(cfg.workspace)
     mode = import_mode(cfg.get("mode"), bool(cfg.overwrite))
     check_workspace(ws, mode)  # before reading the source

@@ -45,6 +45,9 @@ def predict_folder(folder: Path, cfg: DictConfig, out: Path) -> tuple[pd.DataFra
     if not cfg.get("ckpt_path"):
         raise KibbleError(f"current={folder} is a folder of images: give ckpt_path=CKPT to predict it (or pass a predictions Parquet)")
     model = load_classifier(cfg.ckpt_path)
+    from kibble.data.images import DEFAULT_MAX_PIXELS, set_max_image_pixels
+
+    set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     rows, root = folder_rows(folder)
     rows, skipped = drop_bad_images(rows, root, cfg.get("on_bad_image", "fail"))
     names = model_class_names(model)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.dataset import ManifestDataset
-from kibble.data.images import scan_images
+from kibble.data.images import DEFAULT_MAX_PIXELS, scan_images, set_max_image_pixels
 from kibble.data.manifest import SPLITS, load_manifest, manifest_fingerprint, resolve_image_path
 from kibble.data.sources import IMAGE_SUFFIXES
 from kibble.data.transforms import build_transform
@@ -159,6 +159,7 @@ def split_rows(manifest: pd.DataFrame, split: str, source: str) -> pd.DataFrame:
 
 def predict_manifest(model: L.LightningModule, ws: Workspace, rows: pd.DataFrame, cfg: DictConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions for manifest rows of `ws` (the model's classes must be the workspace's)."""
+    set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     classes = ClassList.load(ws.classes)
     names = model_class_names(model, classes.names)
     check_same_classes(names, classes.names, str(cfg.ckpt_path), ws.classes)
@@ -196,6 +197,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = load_classifier(cfg.ckpt_path)
     meta: dict[str, Any] = {"ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "model": type(model).__name__}
     if cfg.get("images"):
+        set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
         rows, root = folder_rows(cfg.images)
         rows, skipped = drop_bad_images(rows, root, cfg.get("on_bad_image", "fail"))
         fallback = ClassList.load(ws.classes).names if ws.classes.is_file() else None

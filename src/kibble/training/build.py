@@ -25,9 +25,10 @@ def features_mode(cfg: DictConfig) -> bool:
 
 
 def attach_features(cfg: DictConfig, dm: FeatureDataModule) -> int:
-    """Embed (or read from cache) every manifest row once; return the feature width."""
+    """Embed (or read from cache) every manifest row once (but unreadable images under on_bad_image=skip);
+    return the feature width."""
     embedder = hydra.utils.instantiate(cfg.embedder)
-    rows = dm.manifest
+    rows = dm.usable(dm.manifest)
     cache_dir = (cfg.get("paths") or {}).get("cache_dir") or dm.workspace.cache
     root_id = str(dm.workspace.read_state().get("data_root", dm.workspace.data_root))
     ids, matrix = embedder.features_for(rows, dm.workspace.data_root, Path(cache_dir) / "features", root_id=root_id)

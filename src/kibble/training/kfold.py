@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
-from kibble.data.datamodule import trainable_rows
+from kibble.data.datamodule import drop_unreadable, trainable_rows
 from kibble.data.folds import assign_folds
+from kibble.data.images import DEFAULT_MAX_PIXELS, set_max_image_pixels
 from kibble.data.manifest import load_manifest, rows_fingerprint
 from kibble.io import atomic_write_json, atomic_write_parquet, read_json
 from kibble.paths import Workspace
@@ -97,7 +98,7 @@ class KFoldRound:
         self.round_dir = self.ws.round_dir(self.round_index)
         self.classes = ClassList.load(self.ws.classes)
         self.manifest = load_manifest(self.ws.manifest, self.classes.names)
-        self.train_rows = self.manifest[trainable_rows(self.manifest)]
+        self.train_rows = self._readable(self.manifest[trainable_rows(self.manifest)])  # on_bad_image=skip: no fold holds a bad image
         self.n_folds = int(cfg.cv.n_folds)
         self.folds = prepare_round(self.round_dir, self.round_index, self.train_rows, self.classes, cfg.cv, int(cfg.seed), write=is_rank_zero())
         self.fingerprint = round_fingerprint(self.train_rows)
@@ -106,6 +107,14 @@ class KFoldRound:
         if features_mode(cfg):  # embed (or load the cache) once, before any progress display
             self._dm = hydra.utils.instantiate(cfg.data)
             attach_features(cfg, self._dm)
+
+    def _readable(self, rows: pd.DataFrame) -> pd.DataFrame:
+        data = self.cfg.get("data") or {}
+        set_max_image_pixels(data.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+        said = self.__dict__.setdefault("_skipped", set())  # one warning per bad image, not one per fold
+        rows, skipped = drop_unreadable(rows, self.ws.data_root, str(data.get("on_bad_image", "fail")), bool(data.get("verify_images", False)), said)
+        said.update(skipped)
+        return rows
 
     def fold_dir(self, k: int) -> Path:
         return self.round_dir / f"fold_{k}"
@@ -201,7 +210,7 @@ class KFoldRound:
         model.predict_embeddings = bool(cfg.cv.get("save_embeddings", False))
         held_ids = set(self.folds.loc[self.folds["fold"] == k, "sample_id"])
         held = self.train_rows[self.train_rows["sample_id"].isin(held_ids)]
-        others = self.manifest[self.manifest["split"].isin(list(cfg.cv.get("predict_splits", [])))]
+        others = self._readable(self.manifest[self.manifest["split"].isin(list(cfg.cv.get("predict_splits", [])))])
         out = predict_rows(model, dm, held, cfg.trainer, gather="zero")
         out_others = predict_rows(model, dm, others, cfg.trainer, gather="zero")
         model.predict_embeddings = False
