@@ -1,4 +1,10 @@
-"""classes.yaml: the ordered class list; the order is the index in every probability array."""
+"""classes.yaml: the ordered class list; the order is the index in every probability array.
+
+People edit this file by hand (weights, groups, guidelines, targets), so a mistake in it is reported
+as one line with the file and the line number (bad YAML, an entry that is not a mapping, an entry
+without a name), never as a parser traceback. A missing file in an imported workspace is not fixed
+by importing again: the advice says how to restore it.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +39,16 @@ def _weight(value: Any, path: Path, name: str) -> float:
 _warned: set[tuple[str, tuple[str, ...]]] = set()
 
 
-def _warn_unknown_targets(path: Path, targets: dict[str, Any], names: list[str]) -> None:
-    """A `targets.class_f1` entry naming no class would be ignored by the gate: say so, once per file and set."""
+def unknown_target_classes(targets: dict[str, Any], names: list[str]) -> list[str]:
+    """Names in `targets.class_f1` that are not classes (a gate would silently skip them)."""
     per_class = targets.get("class_f1") or {}
-    unknown = tuple(sorted(str(k) for k in (per_class if isinstance(per_class, dict) else {}) if str(k) not in set(names)))
+    return sorted(str(k) for k in (per_class if isinstance(per_class, dict) else {}) if str(k) not in set(names))
+
+
+def _warn_unknown_targets(path: Path, targets: dict[str, Any], names: list[str]) -> None:
+    """A `targets.class_f1` entry naming no class would be ignored by the gate: say so, once per file and set
+    (`kibble eval`, the gate itself, refuses it)."""
+    unknown = tuple(unknown_target_classes(targets, names))
     if unknown and (str(path), unknown) not in _warned:
         _warned.add((str(path), unknown))
         log.warning("%s: targets.class_f1 names unknown class(es) %s; their targets are ignored (use names from `classes:`)",
@@ -125,22 +137,27 @@ class ClassList:
     def load(cls, path: str | Path) -> "ClassList":
         path = Path(path)
         if not path.is_file():
-            raise KibbleError(f"{path}: classes file not found; run `kibble import` to create it")
-        raw = yaml.safe_load(path.read_text()) or {}
+            raise KibbleError(_missing_file_advice(path))
+        text, raw = _read_yaml(path)
         entries = raw.get("classes")
         if not isinstance(entries, list) or not entries:
-            raise KibbleError(f"{path}: needs a non-empty `classes:` list of {{name: ...}} entries")
+            raise KibbleError(f"{path}{_line_of(text, 'classes')}: needs a non-empty `classes:` list of {{name: ...}} entries")
         infos = []
         for i, entry in enumerate(entries):
-            if isinstance(entry, str):
+            if isinstance(entry, (str, int)) and not isinstance(entry, bool):
                 entry = {"name": entry}
-            if "name" not in entry:
-                raise KibbleError(f"{path}: classes[{i}] has no `name`")
+            if not isinstance(entry, dict):
+                raise KibbleError(f"{path}{_line_of(text, 'classes', i)}: classes[{i}] is {_kind(entry)}, not a class; "
+                                  "write `- name: <class>` (optionally with display_name, weight, group, guideline)")
+            name = entry.get("name")
+            if name is None or isinstance(name, (dict, list, bool)) or str(name).strip() == "":
+                found = "has no `name`" if name is None or str(name).strip() == "" else f"has `name: {name!r}`, not a class name"
+                raise KibbleError(f"{path}{_line_of(text, 'classes', i)}: classes[{i}] {found}; give every class a name (`- name: <class>`)")
             infos.append(
                 ClassInfo(
-                    name=str(entry["name"]),
-                    display_name=entry.get("display_name") or str(entry["name"]),
-                    weight=_weight(entry.get("weight", 1.0), path, entry["name"]),
+                    name=str(name),
+                    display_name=entry.get("display_name") or str(name),
+                    weight=_weight(entry.get("weight", 1.0), path, name),
                     group=entry.get("group"),
                     guideline=entry.get("guideline"),
                     examples=[str(e) for e in entry.get("examples") or []],
@@ -156,6 +173,67 @@ class ClassList:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise KibbleError(f"{path}: duplicate class names {dupes}; each class must appear once")
+        for key in ("targets", "severity"):
+            if raw.get(key) is not None and not isinstance(raw.get(key), dict):
+                raise KibbleError(f"{path}{_line_of(text, key)}: `{key}:` is {_kind(raw[key])}; it must be a mapping (e.g. {key}: {{...}})")
         targets = {**DEFAULT_TARGETS, **(raw.get("targets") or {})}
+        if targets.get("class_f1") is not None and not isinstance(targets["class_f1"], dict):
+            raise KibbleError(f"{path}: `targets.class_f1` is {_kind(targets['class_f1'])}; use a mapping of class name -> F1 target")
         _warn_unknown_targets(path, targets, names)
         return cls(infos, severity=dict(raw.get("severity") or DEFAULT_SEVERITY), targets=targets)
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", dict: "a mapping", float: "a number", bool: "a boolean"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
+    """(text, top-level mapping) of a classes file; one line with the line number when it is not valid YAML."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise KibbleError(f"{path}: not UTF-8 text (byte {err.start}); save classes.yaml as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        opened = getattr(err, "context_mark", None)
+        if mark is not None and opened is not None and opened.line != mark.line:
+            where += f" (in what opens at line {opened.line + 1})"
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise KibbleError(f"{path}{where}: not valid YAML ({problem}); fix that line (indentation, quotes around names with `:`)") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise KibbleError(f"{path} line 1: the file is {_kind(raw)}; classes.yaml is a mapping with a `classes:` list of {{name: ...}} entries")
+    return text, raw
+
+
+def _line_of(text: str, key: str, item: int | None = None) -> str:
+    """' line N' of top-level `key` (or of its item-th list entry) in the YAML text; '' when not found."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return ""
+    if not isinstance(root, yaml.MappingNode):
+        return ""
+    for key_node, value in root.value:
+        if key_node.value != key:
+            continue
+        node = key_node
+        if item is not None and isinstance(value, yaml.SequenceNode) and item < len(value.value):
+            node = value.value[item]
+        return f" line {node.start_mark.line + 1}"
+    return ""
+
+
+def _missing_file_advice(path: Path) -> str:
+    """What to do about a missing classes.yaml: import a new workspace, but never re-import an imported one
+    (the class order is the index of every stored prediction; the file is restored, not regenerated)."""
+    if not (path.parent / "manifest.parquet").is_file():
+        return f"{path}: classes file not found; run `kibble import workspace={path.parent}` to create the workspace"
+    sidecars = sorted(path.parent.glob("rounds/*/oof.meta.json"))
+    order = f" ({sidecars[-1]} lists it as class_names)" if sidecars else ""
+    return (f"{path}: classes file not found in the imported workspace {path.parent}; restore it from a backup or version "
+            f"control, keeping the class order{order}; re-importing is not needed")

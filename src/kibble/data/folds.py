@@ -18,8 +18,11 @@ def assign_folds(rows: pd.DataFrame, n_folds: int, seed: int = 0) -> pd.DataFram
     """
     if n_folds < 2:
         raise KibbleError(f"cv.n_folds={n_folds}; k-fold needs at least 2 folds")
+    if len(rows) < 2:  # no number of folds helps: k-fold needs >= 2 folds, each holding out a labelled image
+        raise KibbleError(f"{len(rows)} labelled train row(s): k-fold needs train images with labels (split train, a label, "
+                          "not excluded); import or label some (kibble merge), or check the manifest's split column")
     if len(rows) < n_folds:
-        raise KibbleError(f"only {len(rows)} train rows for {n_folds} folds; lower cv.n_folds")
+        raise KibbleError(f"only {len(rows)} train rows for {n_folds} folds; lower cv.n_folds to {len(rows)} or less")
     counts = rows["label"].astype(str).value_counts()
     if counts.min() < n_folds:
         fewest = int(counts.min())

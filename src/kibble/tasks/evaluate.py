@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from kibble import KibbleError
-from kibble.data.classes import ClassList
+from kibble.data.classes import ClassList, unknown_target_classes
 from kibble.data.manifest import load_manifest
 from kibble.data.evalset import check_eval_set
 from kibble.io import atomic_write_csv, atomic_write_json
@@ -164,6 +164,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             write_report(out_dir / "report.html", "kibble evaluation-set checks", [evalset_section(checks)], f"{split} split of {ws.root}")
         print_checks(checks)
         return result
+    unknown = unknown_target_classes(classes.targets, classes.names)
+    if unknown:  # the gate would skip them and could pass with a typo
+        raise KibbleError(f"{ws.classes}: targets.class_f1 names unknown class(es) {unknown[:5]}; use class names from "
+                          f"its `classes:` list (e.g. {classes.names[:3]})")
     rows = labelled_rows(manifest, split, str(ws.manifest))
     frame, source = predictions_for(cfg, ws, rows, classes, out_dir)
     rows, probs, missing = align(rows, frame, source)
