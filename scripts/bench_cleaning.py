@@ -262,7 +262,11 @@ def main() -> None:
         "cleanlab arms: get_label_quality_scores (3 methods, with/without adjust_pred_probs where supported), find_label_issues (7 filter_by, flagged "
         "first, ranked by self_confidence or normalized_margin), Datalab label issues (OOF pred_probs; embeddings only, kNN).",
     ]
+    tally = {v: [r["setting"] for _, r in summary.iterrows() if r["verdict (paired t, 5 %)"] == v] for v in ("win", "tie", "loss")}
     test_notes = [
+        f"Reading (AUPRC, paired over seeds): kibble's default wins on {', '.join(tally['win']) or 'none'}, ties on "
+        f"{', '.join(tally['tie']) or 'none'}, loses on {', '.join(tally['loss']) or 'none'}; a tie here can still be 0 of 3 seeds won "
+        "(see 'kibble wins'). Where kibble loses, the default has to improve on dev settings, not be re-picked on these.",
         *notes_common,
         f"kibble default = the queue each test round built with the shipped config ({kibble_choice}), read back from rounds/000/scores.parquet; "
         f"cleanlab chosen = {cleanlab_choice}, both fixed on dev before this phase. Verdict: paired t-test over seeds at 5 %, else 'tie'. "
