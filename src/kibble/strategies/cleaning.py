@@ -13,6 +13,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from kibble import KibbleError
+from kibble.strategies import knn
 from kibble.strategies.base import (
     StrategyOutput,
     argmax_rows,
@@ -177,43 +178,71 @@ def compute_precision_renormalize(labels: np.ndarray, probs: np.ndarray, classes
     return StrategyOutput(score=score, suggested=suggested, flagged=flagged)
 
 
-def neighbors(labels, embeddings, k: int = 10, metric: str = "cosine") -> StrategyOutput:
+def neighbors(labels, embeddings, k: int = 10, metric: str = "cosine", method: str = "auto",
+              exact_below: int = knn.EXACT_BELOW, seed: int = 0) -> StrategyOutput:
     """Training-free check (Zhu et al. 2022): a label that disagrees with most of its neighbours is suspect.
 
     score = share of the k nearest neighbours (self excluded) with another label; flagged = score > 0.5.
     suggested = the most common label among the disagreeing neighbours (a correction, never the given
     label; ties go to the lower class index); -1 when every neighbour agrees.
+    method: 'exact' (scikit-learn), 'ann' (faiss, approximate; metric cosine or euclidean) or 'auto':
+    exact below `exact_below` rows (20,000, chosen by scripts/bench_scale.py), approximate from there
+    (other metrics stay exact). seed fixes the approximate index's samples and k-means.
     """
-    from sklearn.neighbors import NearestNeighbors
+    labels, emb = check_neighbors_inputs(labels, embeddings, k)
+    return compute_neighbors(labels, emb, k, metric, method=method, exact_below=exact_below, seed=seed)
 
+
+def check_neighbors_inputs(labels, embeddings, k) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) non-negative int labels, (N, D) finite embeddings (float32/float64 kept, no copy), k in [1, N-1]."""
     labels = np.asarray(labels)
-    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = np.asarray(embeddings)
+    if emb.dtype not in (np.float32, np.float64):
+        emb = emb.astype(np.float64)
     if emb.ndim != 2:
         raise KibbleError(f"embeddings must be 2-D (N, D); got shape {emb.shape}")
     if labels.ndim != 1 or len(labels) != len(emb):
         raise KibbleError(f"labels must be 1-D with one entry per embedding; got {labels.shape} vs {emb.shape}")
     if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
         raise KibbleError("labels must be non-negative integer class indices")
-    if not np.isfinite(emb).all():
+    if not all(np.isfinite(emb[rows]).all() for rows in row_chunks(len(emb), emb.shape[1])):
         raise KibbleError("embeddings contain NaN or inf")
     if not isinstance(k, (int, np.integer)) or k < 1 or k >= len(labels):
         raise KibbleError(f"k must be an integer in [1, N-1] = [1, {len(labels) - 1}]; got {k}")
-    n = len(labels)
-    labels = labels.astype(np.int64)
-    _, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(emb).kneighbors(emb)
-    # Drop the sample itself; with exact duplicates it may not come first, so drop the extra column else.
-    is_self = idx == np.arange(n)[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(n), drop] = False
-    nbr_labels = labels[idx[keep].reshape(n, k)]
+    return labels.astype(np.int64, copy=False), emb
+
+
+def compute_neighbors(labels: np.ndarray, emb: np.ndarray, k: int = 10, metric: str = "cosine", *,
+                      method: str = "auto", exact_below: int = knn.EXACT_BELOW, seed: int = 0) -> StrategyOutput:
+    """neighbors on inputs that passed check_neighbors_inputs."""
+    idx = knn.neighbor_indices(emb, k, metric, method=method, exact_below=exact_below, seed=seed)
+    return score_neighbor_labels(labels, idx)
+
+
+def score_neighbor_labels(labels: np.ndarray, idx: np.ndarray) -> StrategyOutput:
+    """neighbors' output from the (N, k) neighbour indices of each row (knn.neighbor_indices)."""
+    k = idx.shape[1]
+    nbr_labels = labels[idx]
     differs = nbr_labels != labels[:, None]
     score = differs.mean(axis=1)
-    n_classes = int(labels.max()) + 1 if n else 1
-    counts = np.zeros((n, n_classes), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n), k), nbr_labels.ravel()), differs.ravel().astype(np.int64))
-    suggested = np.where(differs.any(axis=1), counts.argmax(axis=1), -1)
+    suggested = np.full(len(labels), -1, dtype=np.int64)
+    for rows in row_chunks(len(labels), k * k):
+        suggested[rows] = _most_common_other(nbr_labels[rows], differs[rows])
     return StrategyOutput(score=score, suggested=suggested, flagged=score > 0.5)
+
+
+def _most_common_other(nbr_labels: np.ndarray, differs: np.ndarray) -> np.ndarray:
+    """Most common disagreeing neighbour label per row (ties: the lower class), -1 where all agree.
+
+    Each row's disagreeing labels are sorted (agreeing ones pushed last), each entry's copies counted
+    (k^2 comparisons per row: no (N, classes) count matrix), and the first maximum taken.
+    """
+    none = np.iinfo(np.int64).max
+    other = np.sort(np.where(differs, nbr_labels, none), axis=1)
+    counts = (other[:, :, None] == other[:, None, :]).sum(axis=2)
+    counts[other == none] = 0
+    best = np.take_along_axis(other, counts.argmax(axis=1)[:, None], axis=1)[:, 0]
+    return np.where(differs.any(axis=1), best, -1)
 
 
 def combine(outputs: Sequence[StrategyOutput], weights: Sequence[float] | None = None) -> StrategyOutput:
