@@ -31,8 +31,11 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_ann_finds_the_exact_neighbours_and_flags_the_same_rows(metric):
+def test_ann_finds_the_exact_neighbours_and_flags_the_same_rows(metric, monkeypatch):
+    monkeypatch.setattr(knn, "SCAN_ROWS", 200)  # 8 of 51 lists, not all of them as 2,000 rows would get by default
     labels, emb = clustered()
+    assert knn.probe_count(len(emb), knn.list_count(len(emb))) == 8 and knn.list_count(len(emb)) == 51
+    given = emb.copy()
     exact = neighbors(labels, emb, k=10, metric=metric, method="exact")
     ann = neighbors(labels, emb, k=10, metric=metric, method="ann")
     found = knn.neighbor_indices(emb, 10, metric, method="ann")
@@ -40,10 +43,12 @@ def test_ann_finds_the_exact_neighbours_and_flags_the_same_rows(metric):
     assert np.mean(ann.flagged != exact.flagged) <= 0.01
     assert np.abs(ann.score - exact.score).mean() < 0.01
     assert not (found == np.arange(len(emb))[:, None]).any()
+    assert np.array_equal(emb, given)  # normalised copies, never the caller's array
 
 
 def test_ann_on_wide_embeddings_goes_through_pca_and_still_agrees(monkeypatch):
     monkeypatch.setattr(knn, "PCA_DIMS", 16)
+    monkeypatch.setattr(knn, "SCAN_ROWS", 100)
     labels, latent = clustered(n_per=60, classes=10, dim=12)  # clusters in 12 of 64 dimensions, as embeddings are
     rng = np.random.default_rng(5)
     emb = (latent @ rng.standard_normal((12, 64)) + 0.05 * rng.standard_normal((len(latent), 64))).astype(np.float32)
@@ -52,7 +57,8 @@ def test_ann_on_wide_embeddings_goes_through_pca_and_still_agrees(monkeypatch):
     assert np.mean(neighbors(labels, emb, method="ann").flagged != neighbors(labels, emb, method="exact").flagged) <= 0.02
 
 
-def test_ann_is_seeded():
+def test_ann_is_seeded(monkeypatch):
+    monkeypatch.setattr(knn, "SCAN_ROWS", 100)
     labels, emb = clustered(n_per=50)
     a, b = (neighbors(labels, emb, method="ann", seed=3) for _ in range(2))
     assert np.array_equal(a.score, b.score) and np.array_equal(a.suggested, b.suggested)
@@ -92,7 +98,7 @@ def test_rows_whose_lists_run_short_are_searched_exactly():
     exact = knn.exact_search(emb, 6, "cosine")
     found = exact.copy()
     found[[3, 40], 2:] = -1
-    filled = knn.fill_missing(found, knn._preparer(emb, "cosine"), "cosine")
+    filled = knn.fill_missing(found, knn.preparer(emb, "cosine"), "cosine")
     assert np.array_equal(np.sort(filled[[3, 40]], axis=1), np.sort(exact[[3, 40]], axis=1))
 
 
@@ -113,3 +119,20 @@ def test_bad_method_metric_or_threshold_is_refused():
         neighbors(labels, emb, method="ann", metric="manhattan")
     with pytest.raises(KibbleError, match="exact_below"):
         neighbors(labels, emb, exact_below=-1)
+
+
+def test_ann_on_fewer_rows_than_pca_dimensions_and_on_all_zero_rows():
+    rng = np.random.default_rng(2)
+    wide = rng.standard_normal((60, knn.PCA_DIMS + 100)).astype(np.float32)  # PCA to at most 60 components
+    assert knn.neighbor_indices(wide, 5, "cosine", method="ann").shape == (60, 5)
+    zeros = np.zeros((50, 4))  # cosine of a zero row: every other row equally far, as in scikit-learn
+    out = neighbors(np.r_[np.zeros(49, int), 1], zeros, k=3, method="ann")
+    assert out.score[-1] == 1.0 and out.suggested[-1] == 0
+
+
+def test_each_row_scans_about_scan_rows_whatever_n():
+    for n in (2_000, 20_000, 100_000, 1_000_000):
+        nlist = knn.list_count(n)
+        scanned = knn.probe_count(n, nlist) * n / nlist
+        assert scanned >= min(n, knn.SCAN_ROWS) and (knn.probe_count(n, nlist) == knn.MIN_NPROBE or scanned < 1.1 * knn.SCAN_ROWS or scanned == n)
+    assert knn.list_count(1_000_000) == 2000 and knn.probe_count(1_000_000, 2000) == knn.MIN_NPROBE

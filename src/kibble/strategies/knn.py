@@ -4,9 +4,10 @@
 brute force, N^2 D: at 10^5 x 1,280 it takes tens of minutes on a 2-core machine, at 10^6 days.
 From `EXACT_BELOW` rows `method="auto"` switches to faiss (`pip install faiss-cpu`), an inverted-file
 index (IVF-Flat): cosine rows are L2-normalised, projected to `PCA_DIMS` principal components when D
-is larger, clustered into about 2 sqrt(N) lists by k-means, and each row scans the `NPROBE` lists
-nearest to it; rows are searched in the order of their nearest list, so consecutive rows scan lists
-that are still in cache. The numbers behind these choices (time, recall, agreement of the scores,
+is larger, clustered into about 2 sqrt(N) lists by k-means, and each row scans the lists nearest to
+it until about `SCAN_ROWS` rows (at least `MIN_NPROBE` lists): the same work per row at any N, so
+small N gets a larger share of the rows scanned. Rows are searched in the order of their nearest
+list, so consecutive rows scan lists that are still in cache. The numbers behind these choices (time, recall, agreement of the scores,
 the threshold) are in docs/benchmarks.md, section "Scale: `neighbors` k-NN from 10^4 to 10^6 rows",
 written by scripts/bench_scale.py --part neighbors.
 
@@ -27,11 +28,12 @@ log = logging.getLogger(__name__)
 
 METHODS = ("auto", "exact", "ann")
 ANN_METRICS = ("cosine", "euclidean")
-# Below this many rows `auto` searches exactly (see the module docstring for where it was measured).
+# Below this many rows `auto` searches exactly: about a minute here (docs/benchmarks.md, see above).
 EXACT_BELOW = 20_000
 PCA_DIMS = 256  # principal components the index searches in when D is larger
-NPROBE = 8  # inverted lists scanned per row
-MAX_LISTS = 2048  # k-means cost grows with lists^2: 2,048 lists at 10^6 rows train in about a minute
+SCAN_ROWS = 4000  # rows each row compares itself with: about this many, in whole lists...
+MIN_NPROBE = 8  # ...and at least this many lists (what 4,000 rows come to at 10^6 rows)
+MAX_LISTS = 2048  # k-means cost grows with lists^2: 2,048 lists train in about 30 s here (10^6 rows)
 _TRAIN_PER_LIST = 40  # k-means and PCA train on a seeded sample of rows, not on all N
 _PCA_TRAIN_ROWS = 20_000
 _CHUNK_ROWS = 8192
@@ -103,14 +105,13 @@ def ann_search(emb: np.ndarray, kk: int, metric: str, seed: int = 0) -> np.ndarr
     faiss = import_faiss()
     n, d = emb.shape
     rng = np.random.default_rng(seed)
-    prepare = _preparer(emb, metric)
-    pca = None
-    if d > PCA_DIMS:
-        pca = faiss.PCAMatrix(d, PCA_DIMS)
+    prepare = preparer(emb, metric)
+    pca, dims = None, min(d, PCA_DIMS, n)  # faiss's PCA gives at most as many components as rows
+    if dims < d:
+        pca = faiss.PCAMatrix(d, dims)
         pca.train(prepare(_sample(rng, n, _PCA_TRAIN_ROWS)))
-    dims = PCA_DIMS if pca is not None else d
     z = np.empty((n, dims), dtype=np.float32)
-    for rows in _chunks(n):
+    for rows in row_slices(n):
         part = prepare(np.arange(rows.start, rows.stop))
         z[rows] = pca.apply(part) if pca is not None else part
 
@@ -123,12 +124,12 @@ def ann_search(emb: np.ndarray, kk: int, metric: str, seed: int = 0) -> np.ndarr
     index.cp.max_points_per_centroid = _TRAIN_PER_LIST
     index.train(z[_sample(rng, n, _TRAIN_PER_LIST * nlist)])
     index.add(z)
-    index.nprobe = nprobe = min(NPROBE, nlist)
+    index.nprobe = nprobe = probe_count(n, nlist)
 
     found = np.empty((n, kk), dtype=np.int64)
     coarse_dist, coarse = quantizer.search(z, nprobe)
     order = np.argsort(coarse[:, 0], kind="stable")  # rows of one list together: its lists stay in cache
-    for rows in _chunks(n):
+    for rows in row_slices(n):
         part = order[rows]
         _, found[part] = index.search_preassigned(z[part], kk, coarse[part], coarse_dist[part])
     return fill_missing(found, prepare, metric)
@@ -137,6 +138,12 @@ def ann_search(emb: np.ndarray, kk: int, metric: str, seed: int = 0) -> np.ndarr
 def list_count(n: int) -> int:
     """Inverted lists for N rows: about 2 sqrt(N), at most MAX_LISTS, at least 39 rows per list."""
     return int(max(1, min(round(2 * np.sqrt(n)), MAX_LISTS, n // 39)))
+
+
+def probe_count(n: int, nlist: int) -> int:
+    """Lists each row scans: enough for about SCAN_ROWS rows (so the work per row is the same at any N
+    and the total grows linearly), at least MIN_NPROBE, at most all of them."""
+    return int(min(nlist, max(MIN_NPROBE, np.ceil(SCAN_ROWS * nlist / max(n, 1)))))
 
 
 def fill_missing(found: np.ndarray, prepare: Prepare, metric: str) -> np.ndarray:
@@ -152,7 +159,7 @@ def brute_force(prepare: Prepare, n: int, queries: np.ndarray, kk: int, metric: 
     q = prepare(queries)
     best_d = np.full((len(q), 0), np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
-    for rows in _chunks(n):
+    for rows in row_slices(n):
         xb = prepare(np.arange(rows.start, rows.stop))
         dist = -(q @ xb.T) if metric == "cosine" else (xb * xb).sum(axis=1)[None, :] - 2 * (q @ xb.T)
         best_d = np.hstack([best_d, dist])
@@ -162,11 +169,11 @@ def brute_force(prepare: Prepare, n: int, queries: np.ndarray, kk: int, metric: 
     return best_i
 
 
-def _preparer(emb: np.ndarray, metric: str) -> Prepare:
-    """rows -> float32 contiguous copies of those rows, L2-normalised for cosine (a zero row stays 0)."""
+def preparer(emb: np.ndarray, metric: str) -> Prepare:
+    """(index array) -> float32 copies of those rows, L2-normalised for cosine (a zero row stays 0); emb is never written."""
 
     def prepare(rows: np.ndarray) -> np.ndarray:
-        part = np.ascontiguousarray(emb[rows], dtype=np.float32)
+        part = np.take(emb, rows, axis=0).astype(np.float32, copy=False)  # take: always a new C-contiguous array
         if metric == "cosine":
             norms = np.linalg.norm(part, axis=1, keepdims=True)
             np.divide(part, norms, out=part, where=norms > 0)
@@ -180,6 +187,7 @@ def _sample(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
 
 
-def _chunks(n: int) -> Iterator[slice]:
+def row_slices(n: int) -> Iterator[slice]:
+    """Consecutive slices of at most _CHUNK_ROWS rows covering range(n)."""
     for start in range(0, n, _CHUNK_ROWS):
         yield slice(start, min(n, start + _CHUNK_ROWS))
