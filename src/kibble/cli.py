@@ -22,8 +22,12 @@ TASKS: dict[str, tuple[str, str]] = {
     "report": ("kibble.tasks.report", "(re)write a round's HTML report: test metrics, queue gallery, loop curves"),
     "labelstudio": ("kibble.tasks.labelstudio", "push a round's queue to Label Studio / pull its annotations (push|pull)"),
     "monitor": ("kibble.tasks.monitor", "drift of a new batch's predictions/embeddings vs a reference; drifted images into a queue"),
+    "status": ("kibble.tasks.status", "where a workspace stands: splits, round, labels changed, queues, flags, drift, the next command"),
 }
 
+
+# tasks that never start a Trainer: no DDP relaunch patch, whose torch + Lightning import costs seconds
+NO_TRAINER = frozenset({"status"})
 
 _TASK_ENV = "KIBBLE_TASK"
 
@@ -60,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     output.configure(verbose=output.verbose_from_overrides(rest))  # no Lightning tips (DDP ranks re-run this too)
     module = importlib.import_module(TASKS[task][0])
     os.environ[_TASK_ENV] = task
-    from kibble.training.distributed import install_hydra_ddp_relaunch
+    if task not in NO_TRAINER:
+        from kibble.training.distributed import install_hydra_ddp_relaunch
 
-    # DDP ranks > 0 re-run this task as one run of the current job (no nested sweep under -m)
-    install_hydra_ddp_relaunch(task)
+        # DDP ranks > 0 re-run this task as one run of the current job (no nested sweep under -m)
+        install_hydra_ddp_relaunch(task)
     script = sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]).startswith("kibble") else ""
     # a real, runnable argv[0] (the console script) for launchers that re-run sys.argv outside Hydra
     sys.argv = [os.path.abspath(script) if os.path.isfile(script) else f"kibble-{task}", *rest]
