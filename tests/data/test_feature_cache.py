@@ -3,7 +3,6 @@ images are embedded again, copies and old caches are not; device and precision c
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -129,15 +128,6 @@ def test_cache_written_before_chunks_is_read_and_gets_file_stats(images, embedde
     np.testing.assert_array_equal(matrix, old[::-1])
     stored = pd.read_parquet(folder / "sample_ids.parquet")
     assert stored["file_size"].notna().all() and stored["file_fingerprint"].notna().all()
-
-
-def test_progress_is_logged_per_chunk_without_a_terminal(images, tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    rows, root = images
-    with caplog.at_level(logging.INFO, logger="kibble.data.features"):
-        make_embedder(chunk_size=4).features_for(rows, root, tmp_path / "cache", progress=True)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedded ")]
-    assert [line.split(",")[0] for line in lines] == ["embedded 4/10 images", "embedded 8/10 images", "embedded 10/10 images"]
-    assert "img/s, ETA" in lines[0]
 
 
 def test_bf16_autocast_on_cpu_gives_close_embeddings(images):

@@ -152,3 +152,26 @@ def test_a_pull_after_a_rebuilt_queue_was_pushed_still_merges_answers_to_the_old
     assert summary["n_events_added"] == 1
     events = load_events(ws.label_events)
     assert events.iloc[-1][["sample_id", "label", "annotator"]].tolist() == ["s1", "dog", "alice@example.com"]
+
+
+def test_push_imports_in_batches_with_progress_lines(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import kibble.labelstudio.sync as sync
+    import kibble.progress as progress
+
+    monkeypatch.setattr(sync, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)  # a line per request
+    ws = small_workspace(tmp_path / "ws")
+    server = FakeServer()
+    calls = []
+    original = server.import_tasks
+    server.import_tasks = lambda pid, tasks: calls.append(len(tasks)) or original(pid, tasks)
+    write_queue_files(queue_of(["s1", "s2", "s3"], ["cat", "dog", "fox"]), ws.round_dir(0), ClassList.load(ws.classes),
+                      "http://images", data_root=ws.root)
+    with caplog.at_level(logging.INFO, logger="kibble.labelstudio.sync"):
+        push(ws, 0, server, image_url="http://images")
+    assert calls == [2, 1]
+    assert set(json.loads((ws.round_dir(0) / RECORD).read_text())["tasks"]) == {"r000-s1", "r000-s2", "r000-s3"}
+    lines = [r.getMessage().split(" (")[0] for r in caplog.records if r.getMessage().startswith("Label Studio push: ")]
+    assert lines == ["Label Studio push: 2/3 tasks", "Label Studio push: 3/3 tasks"]

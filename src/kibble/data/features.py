@@ -25,6 +25,10 @@ trusted and get them recorded. One process at a time writes a cache folder (a fi
 On a GPU the backbone runs under autocast (bf16 where supported, else fp16) with channels_last;
 the cache key ignores precision, so a cache made on a GPU serves a CPU run and vice versa (bf16
 embeddings differ slightly from fp32 ones; meta.json records the device and precision of each run).
+
+Embedding reports progress through kibble.progress (a bar on a terminal, a plain line with rate and
+ETA every 30 s in a log). The input size follows the backbone's pretrained config unless
+embedder.input_size is set; images much smaller than that get one warning naming the override.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from kibble.data.manifest import resolve_image_path
 from kibble.data.transforms import build_transform, transform_key
 from kibble.io import atomic_path, atomic_write_json, read_json
 from kibble.models.backbone import create_backbone, data_config_for
+from kibble.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -106,42 +111,47 @@ def autocast_dtype(precision: str | int | None, device: torch.device) -> torch.d
     return _PRECISIONS[name]
 
 
-class _Progress:
-    """A rich bar on a terminal; otherwise (batch jobs, log files) one log line per chunk."""
+UPSCALE_WARN_FACTOR = 3.0   # images this many times smaller than the embedder's input: say so
+SIZE_SAMPLE = 200            # images whose header is read to estimate the data set's size
+_WARNED: set[str] = set()    # one warning per process, however many Embedders a run builds
 
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.done, self.started = total, 0, time.perf_counter()
-        self._bar = None
-        if enabled:
-            from rich.console import Console
 
-            if Console().is_terminal:
-                from rich.progress import MofNCompleteColumn, Progress
+def sample_image_sizes(paths: list[Path], n: int = SIZE_SAMPLE, seed: int = 0) -> list[tuple[int, int]]:
+    """(width, height) of up to `n` of `paths`, seeded; only headers are read. Unreadable files are
+    left out (they are reported where they are loaded)."""
+    from PIL import Image
 
-                self._bar = Progress(*Progress.get_default_columns(), MofNCompleteColumn())
-                self._task = self._bar.add_task(label, total=total)
-                self._bar.start()
-        self.log_lines = enabled and self._bar is None
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(paths), size=min(n, len(paths)), replace=False) if len(paths) else []
+    sizes = []
+    for i in picked:
+        try:
+            with Image.open(paths[int(i)]) as im:
+                sizes.append(tuple(im.size))
+        except Exception:  # noqa: BLE001 - a hint from a sample; the loader reports bad images
+            continue
+    return sizes
 
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(self._task, advance=n)
 
-    def line(self) -> str:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta_text = "?" if eta == float("inf") else (f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s")
-        return f"embedded {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta_text}"
+def upscale_warning(sizes: list[tuple[int, int]], input_size: int, backbone: str,
+                    factor: float = UPSCALE_WARN_FACTOR) -> str | None:
+    """The warning for images much smaller than the input size, or None.
 
-    def chunk_written(self) -> None:
-        if self.log_lines:
-            log.info(self.line())
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    Why: the input size follows the backbone's pretrained config (224 px for effnet-lite0), which is
+    right for photos but silently blows 32 px digits up 7x (slower, and not always what is wanted).
+    The suggested override is the images' own size rounded to a multiple of 32 (the backbones' stride).
+    """
+    if not sizes:
+        return None
+    width = int(np.median([w for w, _ in sizes]))
+    height = int(np.median([h for _, h in sizes]))
+    short = float(np.median([min(w, h) for w, h in sizes]))
+    scale = int(input_size) / max(short, 1.0)
+    if scale < factor:
+        return None
+    suggested = max(32, int(round(short / 32)) * 32)
+    return (f"images are about {width}x{height} px (median of a {len(sizes)}-image sample) but {backbone} embeds at "
+            f"{int(input_size)} px: they are upscaled {scale:.0f}x; set embedder.input_size={suggested} if that is not wanted")
 
 
 class Embedder:
@@ -181,6 +191,20 @@ class Embedder:
         return data_config_for(self.model, self.input_size)
 
     @property
+    def embed_size(self) -> int:
+        """The side images are embedded at: embedder.input_size, else the backbone's pretrained config."""
+        return int(self.data_config["input_size"][-1])
+
+    def warn_if_upscaled(self, paths: list[Path]) -> None:
+        """One warning line when the images are much smaller than an input size nobody chose."""
+        if self.input_size or not paths:
+            return
+        message = upscale_warning(sample_image_sizes(paths), self.embed_size, self.backbone)
+        if message and message not in _WARNED:
+            _WARNED.add(message)
+            log.warning(message)
+
+    @property
     def precision_name(self) -> str:
         return {None: "32", torch.bfloat16: "bf16", torch.float16: "16"}[self.dtype]
 
@@ -210,16 +234,12 @@ class Embedder:
 
     def embed(self, rows: pd.DataFrame, data_root: str | Path, progress: bool = True) -> np.ndarray:
         """Embeddings of `rows` in row order, not cached (features_for caches)."""
-        bar = _Progress(len(rows), f"embedding {len(rows)} images ({self.backbone})", progress)
+        self.warn_if_upscaled([resolve_image_path(p, data_root) for p in rows["path"]])
         out = []
-        try:
+        with Progress("embedding", len(rows), "images", enabled=progress, logger=log) as bar:
             for features in self.batches(rows, data_root):
                 out.append(features)
                 bar.advance(len(features))
-                if bar.done % self.chunk_size < len(features) or bar.done == len(rows):
-                    bar.chunk_written()  # a log line as often as features_for writes chunks
-        finally:
-            bar.close()
         return np.concatenate(out) if out else np.zeros((0, self.model.num_features), dtype=np.float32)
 
     def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path, root_id: str | None = None,
@@ -249,12 +269,14 @@ class Embedder:
     def _embed_chunks(self, todo: pd.DataFrame, paths: list[Path], data_root: str | Path, folder: Path, progress: bool) -> list[Path]:
         """Embed `todo`, writing a chunk file every chunk_size images or chunk_seconds; returns the chunk files."""
         stats = file_stats(paths)
-        bar = _Progress(len(todo), f"embedding {len(todo)} images ({self.backbone}, {self.device.type})", progress)
+        self.warn_if_upscaled(paths)
+        log.info("embedding %d images with %s at %d px on %s (feature cache %s)", len(todo), self.backbone,
+                 self.embed_size, self.device.type, folder.name)
         pending: list[np.ndarray] = []
         written: list[Path] = []
         start = done = 0
-        flushed = time.perf_counter()
-        try:
+        began = flushed = time.perf_counter()
+        with Progress("embedding", len(todo), "images", enabled=progress, logger=log) as bar:
             for features in self.batches(todo, data_root):
                 pending.append(features)
                 done += len(features)
@@ -262,10 +284,7 @@ class Embedder:
                 if done - start >= self.chunk_size or time.perf_counter() - flushed >= self.chunk_seconds or done == len(todo):
                     written.append(write_chunk(folder, todo.iloc[start:done], paths[start:done], stats.iloc[start:done], np.concatenate(pending)))
                     start, pending, flushed = done, [], time.perf_counter()
-                    bar.chunk_written()
-        finally:
-            bar.close()
-        log.info("feature cache %s: embedded %d images in %.0f s", folder.name, done, time.perf_counter() - bar.started)
+        log.info("feature cache %s: embedded %d images in %.0f s", folder.name, done, time.perf_counter() - began)
         return written
 
     def _consolidate(self, folder: Path, cached: pd.DataFrame, matrix: np.ndarray, chunk_files: list[Path], run: dict | None) -> None:

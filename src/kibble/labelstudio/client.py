@@ -117,7 +117,8 @@ class LabelStudioServer:
         """Every task of a project as {id, data}."""
         pager = self._call(f"list the tasks of project {project_id}", self._ls.tasks.list, project=int(project_id),
                            page_size=500)
-        return [{"id": int(t.id), "data": dict(t.data or {})} for t in self._call("list tasks", list, pager)]
+        return self._call("list tasks", _collect, pager, "Label Studio: reading tasks", "tasks",
+                          lambda t: {"id": int(t.id), "data": dict(t.data or {})})
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Import tasks (data + predictions); their new ids, in order."""
@@ -133,8 +134,8 @@ class LabelStudioServer:
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """The project's annotated tasks in Label Studio's JSON export format."""
-        chunks = self._call(f"export project {project_id}", lambda: list(
-            self._ls.projects.exports.download_sync(int(project_id), export_type="JSON")))
+        chunks = self._call(f"export project {project_id}", lambda: _collect(
+            self._ls.projects.exports.download_sync(int(project_id), export_type="JSON"), "Label Studio export", "bytes"))
         raw = b"".join(chunks)
         try:
             return json.loads(raw)
@@ -157,6 +158,19 @@ class LabelStudioServer:
         """User id -> e-mail, to name annotators in the label history."""
         users = self._call("list users", self._ls.users.list)
         return {int(u.id): str(u.email) for u in users if u.email}
+
+
+def _collect(items: Any, label: str, unit: str, convert: Callable[[Any], Any] | None = None) -> list:
+    """The items of a lazy pager or byte stream, with progress (kibble.progress): one page or chunk
+    arrives per request, and a large project's listing or export takes a while."""
+    from kibble.progress import Progress
+
+    out = []
+    with Progress(label, None, unit) as bar:
+        for item in items:
+            out.append(convert(item) if convert else item)
+            bar.advance(len(item) if unit == "bytes" else 1)
+    return out
 
 
 def _detail(body: Any) -> str:

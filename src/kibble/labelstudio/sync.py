@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest
 from kibble.io import atomic_write_json
 from kibble.paths import Workspace
+from kibble.progress import Progress
 from kibble.queue.formats import (
     LABEL_CONTROL,
     PUSH_RECORD,
@@ -43,7 +45,10 @@ from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_transaction
 from kibble.labels.merge import merge_reviews
 from kibble.labels.reviews import reviews_from_labelstudio
 
+log = logging.getLogger(__name__)
+
 RECORD = PUSH_RECORD  # labelstudio.json
+IMPORT_BATCH = 200  # tasks per import request: progress per request, and a failed push loses one batch at most
 EXPORT = "labelstudio_export.json"
 DEFAULT_TITLE = "kibble {workspace} round {round:03d}"
 
@@ -253,7 +258,13 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
             server.add_local_storage(project_id, folder)
     held = {str(t["data"].get("queue_id")): t["id"] for t in server.tasks(project_id) if t["data"].get("queue_id") is not None}
     new = [t for t in tasks if str(t["data"]["queue_id"]) not in held]
-    new_ids = server.import_tasks(project_id, new)
+    new_ids: list[int] = []
+    # in batches, for progress; a push that fails half-way is resumed by pushing again (only the missing rows go)
+    with Progress("Label Studio push", len(new), "tasks", logger=log) as bar:
+        for start in range(0, len(new), IMPORT_BATCH):
+            batch = new[start:start + IMPORT_BATCH]
+            new_ids += server.import_tasks(project_id, batch)
+            bar.advance(len(batch))
     ids = {**held, **{str(t["data"]["queue_id"]): tid for t, tid in zip(new, new_ids)}}
     queue_ids = [str(q) for q in queue["queue_id"]]
     # tasks of a replaced queue version stay in the record: their answers are still pulled and merged

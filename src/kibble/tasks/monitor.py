@@ -31,6 +31,7 @@ from kibble.monitor.checks import Batch, Settings, run_checks, verdict_line
 from kibble.monitor.triage import monitor_queue, triage_scores
 from kibble.paths import Workspace, config_dir
 from kibble.predictions.store import read_store, stack, write_store
+from kibble.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -139,36 +140,45 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = Settings.from_mapping(mon)
     require = bool(cfg.get("require_embeddings", True))
 
-    ref_frame, ref_meta, ref_src = load_side(cfg.get("reference"), "reference", cfg, out_dir)
-    cur_frame, cur_meta, cur_src = load_side(cfg.get("current"), "current", cfg, out_dir)
-    reference = to_batch(ref_frame, "reference", ref_src, require)
-    current = to_batch(cur_frame, "current", cur_src, require)
-    class_names = check_sides(ref_meta, cur_meta, ref_src, cur_src, reference, current)
+    report = bool(cfg.get("report", True))
+    # steps, for progress: the current batch may be a folder to predict (its own progress, in images)
+    with Progress("monitor", 5 + report, "steps", logger=log) as bar:
+        ref_frame, ref_meta, ref_src = load_side(cfg.get("reference"), "reference", cfg, out_dir)
+        bar.advance(note="reference read")
+        cur_frame, cur_meta, cur_src = load_side(cfg.get("current"), "current", cfg, out_dir)
+        bar.advance(note="current batch read")
+        reference = to_batch(ref_frame, "reference", ref_src, require)
+        current = to_batch(cur_frame, "current", cur_src, require)
+        class_names = check_sides(ref_meta, cur_meta, ref_src, cur_src, reference, current)
 
-    result = run_checks(reference, current, class_names, settings)
-    qcfg = cfg.queue
-    scores = triage_scores(reference.confidence, current.confidence, reference.embeddings, current.embeddings,
-                           k=int(qcfg.knn), max_reference=int(qcfg.max_reference), seed=settings.seed)
-    predicted = [class_names[i] for i in current.predicted]
-    paths = cur_frame["path"].astype(str).tolist() if "path" in cur_frame.columns else cur_frame["sample_id"].astype(str).tolist()
-    queue = monitor_queue(cur_frame["sample_id"].astype(str).tolist(), paths, predicted, scores, int(qcfg.budget),
-                          float(qcfg.min_score), qcfg.get("round"))
-    root = image_root(cur_meta, ws)
-    written = write_queue(queue, out_dir, class_names, ws, root, qcfg)
+        result = run_checks(reference, current, class_names, settings)
+        bar.advance(note="drift tests done")
+        qcfg = cfg.queue
+        scores = triage_scores(reference.confidence, current.confidence, reference.embeddings, current.embeddings,
+                               k=int(qcfg.knn), max_reference=int(qcfg.max_reference), seed=settings.seed)
+        bar.advance(note="images scored for the queue")
+        predicted = [class_names[i] for i in current.predicted]
+        paths = cur_frame["path"].astype(str).tolist() if "path" in cur_frame.columns else cur_frame["sample_id"].astype(str).tolist()
+        queue = monitor_queue(cur_frame["sample_id"].astype(str).tolist(), paths, predicted, scores, int(qcfg.budget),
+                              float(qcfg.min_score), qcfg.get("round"))
+        root = image_root(cur_meta, ws)
+        written = write_queue(queue, out_dir, class_names, ws, root, qcfg)
 
-    result.update(reference=ref_src, current=cur_src, out_dir=str(out_dir), fail_on_drift=fail_on_drift,
-                  queue={"n": int(len(queue)), "files": written, "budget": int(qcfg.budget), "min_score": float(qcfg.min_score)},
-                  seconds=round(time.perf_counter() - started, 3))
-    atomic_write_json(out_dir / "monitor.json", result)
-    ref_dist = {"confidence": reference.confidence, "entropy": reference.entropy}
-    cur_dist = {"confidence": current.confidence, "entropy": current.entropy}
-    if "knn_distance" in scores:
-        ref_dist["knn_distance"] = scores.attrs["reference_knn_distance"]
-        cur_dist["knn_distance"] = scores["knn_distance"].to_numpy()
-    if cfg.get("report", True):
-        from kibble.report.monitor import write_monitor_report
+        result.update(reference=ref_src, current=cur_src, out_dir=str(out_dir), fail_on_drift=fail_on_drift,
+                      queue={"n": int(len(queue)), "files": written, "budget": int(qcfg.budget), "min_score": float(qcfg.min_score)},
+                      seconds=round(time.perf_counter() - started, 3))
+        atomic_write_json(out_dir / "monitor.json", result)
+        bar.advance(note="queue and monitor.json written")
+        ref_dist = {"confidence": reference.confidence, "entropy": reference.entropy}
+        cur_dist = {"confidence": current.confidence, "entropy": current.entropy}
+        if "knn_distance" in scores:
+            ref_dist["knn_distance"] = scores.attrs["reference_knn_distance"]
+            cur_dist["knn_distance"] = scores["knn_distance"].to_numpy()
+        if report:
+            from kibble.report.monitor import write_monitor_report
 
-        write_monitor_report(out_dir / "monitor.html", result, ref_dist, cur_dist, queue, root)
+            write_monitor_report(out_dir / "monitor.html", result, ref_dist, cur_dist, queue, root)
+            bar.advance(note="report written")
     print(verdict_line(result))
     print(f"wrote {out_dir / 'monitor.json'}, monitor.html and a queue of {len(queue)} images ({out_dir / 'queue.csv'})")
     return result

@@ -128,6 +128,36 @@ def predict_trainer_kwargs(trainer_cfg: DictConfig | None) -> dict[str, Any]:
     return kwargs
 
 
+class PredictProgress(L.Callback):
+    """Progress of a prediction (kibble.progress), in images, on global rank 0 only: a folder of
+    images to predict (kibble predict, kibble monitor) or a fold's held-out rows can take minutes."""
+
+    def __init__(self, n_rows: int, label: str = "predicting"):
+        self.n_rows, self.label = int(n_rows), label
+        self.bar = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from kibble.progress import Progress
+
+        shard = -(-self.n_rows // max(int(trainer.world_size), 1))  # the sampler pads the shards to one size
+        self.bar = Progress(self.label, shard, "images", enabled=trainer.is_global_zero, logger=log)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.bar is not None:
+            probs = outputs.get("probs") if isinstance(outputs, dict) else None
+            self.bar.advance(len(probs) if probs is not None else 1)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.bar is not None:
+            self.bar.close(ok=False)
+            self.bar = None
+
+
 def predict_rows(model: L.LightningModule, dm: ManifestDataModule, rows: pd.DataFrame, trainer_cfg: DictConfig | None = None, gather: str = "all") -> dict[str, np.ndarray]:
     """probs/logits (and embeddings) for `rows`, in row order.
 
@@ -138,7 +168,7 @@ def predict_rows(model: L.LightningModule, dm: ManifestDataModule, rows: pd.Data
     if len(rows) == 0:
         return {"probs": np.zeros((0, k), np.float32), "logits": np.zeros((0, k), np.float32)}
     writer = ArrayPredictionWriter()
-    trainer = L.Trainer(logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False, **predict_trainer_kwargs(trainer_cfg))
+    trainer = L.Trainer(logger=False, callbacks=[writer, PredictProgress(len(rows))], enable_progress_bar=False, enable_model_summary=False, **predict_trainer_kwargs(trainer_cfg))
     dm.set_predict(rows)
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return writer.result(n_rows=len(rows), gather=gather)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 from kibble import KibbleError
 from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.progress import Progress
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.training.distributed import barrier, global_rank, is_rank_zero, rank_zero_logger
 from kibble.training.kfold import KFoldRound, save_round_config
@@ -41,25 +42,23 @@ def build_round_callbacks(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train_folds(kround: KFoldRound, folds: list[int], show_progress: bool) -> dict[int, dict]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Train `folds` in turn; progress (k of K, time per fold, ETA) after every fold (kibble.progress)."""
     stats: dict[int, dict] = {}
-    columns = (TextColumn("[bold]k-fold round {task.fields[round]}"), BarColumn(), TextColumn("{task.completed}/{task.total} folds"), TimeElapsedColumn())
-    with Progress(*columns, disable=not show_progress) as progress:
-        task = progress.add_task("folds", total=len(folds), round=kround.round_index)
+    with Progress(f"k-fold round {kround.round_index}", len(folds), "folds", enabled=show_progress, every=0, logger=log) as bar:
         for k in folds:
             if kround.fold_complete(k):
                 log.info("fold %d/%d: complete, skipped", k + 1, kround.n_folds)
-            else:
-                meta = kround.run_fold(k)
-                if is_rank_zero():
-                    stats[k] = meta
-                    log.info(
-                        "fold %d/%d: %.1f s, %d train images (%.0f train img/s, %.0f predict img/s on %s), held-out accuracy %.4f",
-                        k + 1, kround.n_folds, meta["seconds"], meta["n_fit"], meta["train_images_per_second"],
-                        meta["predict_images_per_second"], meta.get("device"), meta["heldout_accuracy_given"],
-                    )
-            progress.advance(task)
+                bar.skip(note=f"fold {k + 1}/{kround.n_folds} already complete")  # not in the time per fold
+                continue
+            meta = kround.run_fold(k)
+            if is_rank_zero():
+                stats[k] = meta
+                log.info(
+                    "fold %d/%d: %.1f s, %d train images (%.0f train img/s, %.0f predict img/s on %s), held-out accuracy %.4f",
+                    k + 1, kround.n_folds, meta["seconds"], meta["n_fit"], meta["train_images_per_second"],
+                    meta["predict_images_per_second"], meta.get("device"), meta["heldout_accuracy_given"],
+                )
+            bar.advance(note=f"fold {k + 1}/{kround.n_folds} done")
     return stats
 
 
