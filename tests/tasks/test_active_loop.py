@@ -159,3 +159,36 @@ def test_atl_uncertainty_learns_from_the_inner_validation_split(digits_workspace
     queue = pd.read_csv(ws / "active" / "atl_uncertainty" / "seed0" / "rounds" / "000" / "queue.csv")
     assert len(queue) == 10 and (queue["strategy"] == "atl_uncertainty").all() and queue["suggested_label"].notna().all()
     assert pd.read_csv(result["curves"])["n_labels"].tolist() == [50, 60, 50, 60]
+
+
+def test_stop_min_gain_stops_each_run_once_the_expected_gain_is_below_it(digits_workspace: Path, digits_feature_cache: Path,
+                                                                        effnet_weights: Path, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture):
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path)
+    base = overrides(ws, effnet_weights, "active.strategy=margin", "active.rounds=3", "active.batch_size=10", "active.seeds=[0]",
+                     "trainer.max_epochs=3")
+    with pytest.raises(KibbleError, match="stop.window=4 needs 5 measured rounds but active.rounds=3"):
+        loop.run(compose_config("loop", [*base, "stop.min_gain=0.5", "stop.window=4"], output_dir=tmp_path / "o1"))
+    with pytest.raises(KibbleError, match="stop.min_gain=0.5 stops mode=active loops"):
+        loop.run(compose_config("loop", [f"workspace={ws}", "stop.min_gain=0.5"], output_dir=tmp_path / "o2"))
+    # a threshold no 10-label round can reach (10,000 points per 100 labels): every run stops after its first gain
+    with caplog.at_level(logging.INFO, logger="kibble.tasks.active_loop"):
+        result = loop.run(compose_config("loop", [*base, "stop.min_gain=10000", "stop.window=1"], output_dir=tmp_path / "out"))
+    curves = pd.read_csv(result["curves"])
+    assert curves[["strategy", "round", "n_labels"]].values.tolist() == [["margin", 0, 20], ["margin", 1, 30], ["random", 0, 20], ["random", 1, 30]]
+    stopped = curves[curves["round"] == 1]
+    assert stopped["stop_reason"].str.startswith("stopped after round 1 (30 labels): expected gain ").all()
+    assert stopped["stop_reason"].str.contains("even the upper end is below stop.min_gain=10000").all()
+    assert (stopped["gain_low"] <= stopped["gain_per_100_labels"]).all() and (stopped["gain_per_100_labels"] <= stopped["gain_high"]).all()
+    assert (stopped["expected_gain"] == stopped["gain_per_100_labels"]).all()  # window 1: the last gain
+    assert curves.loc[curves["round"] == 0, "gain_per_100_labels"].isna().all()
+    assert [s["strategy"] for s in result["stops"]] == ["margin", "random"]
+    assert sum("stopped after round 1" in r.getMessage() for r in caplog.records) == 2
+    arm = ws / "active" / "margin" / "seed0" / "rounds"
+    assert (arm / "000" / "queue.csv").is_file() and not (arm / "001" / "queue.csv").exists()  # no batch after the stop
+    metrics = json.loads((arm / "001" / "metrics.json").read_text())
+    assert metrics["stop_reason"].startswith("stopped after round 1") and "expected_gain_high" in metrics
+    gains = pd.read_csv(ws / "active" / "gains.csv").set_index(["strategy", "round"])
+    assert gains.loc[("margin", 1), "gain_per_100_labels"] == pytest.approx(stopped.set_index("strategy").loc["margin", "gain_per_100_labels"])
+    html = (ws / "active" / "report.html").read_text()
+    assert "margin gain / 100 labels" in html and "margin band" in html and "2 of 2 runs stopped early" in html

@@ -10,8 +10,16 @@ round 0 has no model: its batch comes from a model-free strategy (the arm's own,
 for an arm that needs a model) and its accuracy is NaN in curves.csv. Both arms share the seeds (same seed set,
 same initialisation streams), so the curves differ only by the selection.
 
-Outputs in `W/active/`: curves.csv (strategy, seed, round, n_labels, test_accuracy), savings.csv,
-curves.png and report.html. The source workspace itself is never modified.
+Every measured round also gets its accuracy gain per 100 labels with a paired-bootstrap band over the
+test items, and the expected gain of the next round (kibble.metrics.stopping). With `stop.min_gain`
+set, an (arm, seed) stops once even the upper end of that expected gain's band is below it: no more
+batches are picked, one log line says why, and the round's metrics.json and curves.csv's
+`stop_reason` keep it. Each arm and seed stops on its own curve, as a labelling campaign would; a
+stopped run drops out of the later rounds' means (gains.csv's n_seeds) and of savings.csv's finals.
+
+Outputs in `W/active/`: curves.csv (strategy, seed, round, n_labels, test_accuracy, gains and their
+bands, stop_reason), gains.csv (per strategy and round, the mean gain over seeds with its band),
+savings.csv, curves.png and report.html. The source workspace itself is never modified.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from kibble.data.datamodule import trainable_rows
 from kibble.data.manifest import load_manifest
 from kibble.io import atomic_write_csv
 from kibble.metrics.learning_curve import CURVE_COLUMNS, savings_table
+from kibble.metrics.stopping import EXPECTED_COLUMNS, GAIN_COLUMNS, check_settings, expected_gain, pooled_gains, round_gains, stop_reason
 from kibble.paths import Workspace
 from kibble.queue.formats import write_queue_files
 from kibble.queue.new_labels import build_new_queue, pool_rows, score_pool
@@ -69,6 +78,10 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
         raise KibbleError(f"{source}: pool row {sid!r} has no true_label; the simulated annotator cannot label it")
     if eval_split(manifest) is None:
         raise KibbleError(f"{source}: no labelled test (or val) rows to measure accuracy on; import with source.test_fraction > 0")
+    min_gain, window, _ = stop_settings(cfg)
+    if min_gain is not None and window > rounds:
+        raise KibbleError(f"stop.window={window} needs {window + 1} measured rounds but active.rounds={rounds} gives at most {rounds + 1} "
+                          "(one of them the last); lower stop.window or raise active.rounds")
     if not trainable_rows(manifest).any():
         check_cold_start(act, arms, source)
     if any("held_out" in needs(n) for n in arms) and not float(cfg.data.get("inner_val_fraction") or 0) > 0:
@@ -88,6 +101,12 @@ def check_cold_start(act: DictConfig, arms: list[str], source: str) -> None:
             if not model_free(name):
                 raise KibbleError(f"{source}: no labelled train rows, so round 0 has no model and strategy {name!r} needs one; "
                                   "use a cold-start strategy (active.strategy=typiclust or probcover) or set active.cold_start=typiclust")
+
+
+def stop_settings(cfg: DictConfig) -> tuple[float | None, int, float]:
+    """`stop.min_gain` (accuracy points per 100 labels; null: never stop early), `stop.window`, `stop.level`."""
+    stop = cfg.get("stop") or {}
+    return check_settings(stop.get("min_gain"), stop.get("window", 2), stop.get("level", 0.9))
 
 
 def strategies_of(act: DictConfig) -> list[str]:
@@ -134,6 +153,9 @@ class ArmRunner:
         self.params = OmegaConf.to_container(act.params, resolve=True) if act.get("params") else {}
         self.mc_passes = int(act.get("mc_passes", 20))
         self.cold_start = str(act.get("cold_start") or strategy) if not model_free(strategy) else strategy
+        self.min_gain, self.window, self.level = stop_settings(cfg)
+        self.correct: dict[int, np.ndarray] = {}  # round -> per-test-item correctness (rounds with a model)
+        self.test_ids: list[str] | None = None
 
     def train(self, round_index: int):
         L.seed_everything(self.seed * 1000 + round_index, workers=True, verbose=False)
@@ -151,12 +173,24 @@ class ArmRunner:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         return dm, model.eval()
 
-    def accuracy(self, dm, model) -> float:
+    def accuracy(self, dm, model) -> np.ndarray:
+        """Per test item: did the model get it right (the same items, in the same order, every round)."""
         split = eval_split(dm.manifest)
         test = dm.manifest[(dm.manifest["split"] == split) & dm.manifest["label"].notna()]
         probs = predict_rows(model, dm, test, self.cfg.trainer)["probs"]
         y = np.array([self.classes.index[l] for l in test["label"]])
-        return float((probs.argmax(1) == y).mean())
+        self.test_ids = test["sample_id"].astype(str).tolist()
+        return probs.argmax(1) == y
+
+    def gains(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """The last round's gain per 100 labels and the expected gain of the next, each with its band."""
+        labels = [row["n_labels"] for row in rows]
+        correct = [self.correct.get(row["round"]) for row in rows]
+        seed = self.seed * 1000 + len(rows)
+        last = round_gains(labels, correct=correct, level=self.level, seed=seed)[-1]
+        expected = expected_gain(labels, correct=correct, window=self.window, level=self.level, seed=seed)
+        return {**dict(zip(GAIN_COLUMNS, (last.value, last.low, last.high))),
+                **dict(zip(EXPECTED_COLUMNS, (expected.value, expected.low, expected.high))), "_expected": expected}
 
     def select(self, dm, model, manifest: pd.DataFrame, round_index: int, batch: int) -> pd.DataFrame:
         """The round's new-label queue; model=None (no labels yet): the cold-start strategy, without probabilities."""
@@ -191,9 +225,17 @@ class ArmRunner:
             before = load_manifest(self.ws.manifest, self.classes.names)  # training and selection leave it as is
             n_labels = int(trainable_rows(before).sum())
             dm, model = self.train(r) if n_labels else (None, None)  # a cold start: no labels, no model yet
-            acc = self.accuracy(dm, model) if model is not None else float("nan")
+            if model is not None:
+                self.correct[r] = self.accuracy(dm, model)
+            acc = float(self.correct[r].mean()) if r in self.correct else float("nan")
             row = {"strategy": self.strategy, "seed": self.seed, "round": r, "n_labels": n_labels, "test_accuracy": acc}
-            if r < rounds:
+            row |= self.gains([*rows, row])
+            expected = row.pop("_expected")
+            reason = stop_reason(expected, self.min_gain, self.window) if r < rounds else None  # the last round picks nothing anyway
+            if reason:
+                row["stop_reason"] = f"stopped after round {r} ({n_labels} labels): {reason}"
+                log.info("%s seed %d: %s", self.strategy, self.seed, row["stop_reason"])
+            if r < rounds and not reason:
                 queue = self.select(dm, model, before, r, batch)
                 write_queue_files(queue, round_dir, self.classes, data_root=self.ws.data_root, model_version=f"kibble-active-{r:03d}")
                 reviews = self.annotator.review(queue, before, self.classes.names)
@@ -205,7 +247,9 @@ class ArmRunner:
             update_round_metrics(round_dir, {"round": r, "mode": "active", **measured})
             rows.append(row)
             if progress is not None:
-                progress()
+                progress(rounds - r + 1 if reason else 1)  # a stop skips the remaining trainings
+            if reason:
+                break
         return rows
 
 
@@ -227,6 +271,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     features = (list(dm.features), dm.matrix.numpy())
 
     curves: list[dict[str, Any]] = []
+    correct: dict[tuple[str, int, int], np.ndarray] = {}
+    test_ids: list[str] | None = None
     with Progress(TextColumn("[bold]active learning"), BarColumn(), TextColumn("{task.completed}/{task.total} trainings"), TimeElapsedColumn(),
                   disable=not act.get("progress", True)) as progress:
         task = progress.add_task("arms", total=len(arms) * len(seeds) * (rounds + 1))
@@ -234,13 +280,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for arm in arms:
                 arm_ws = make_arm(ws, out_dir / arm / f"seed{seed}")
                 runner = ArmRunner(cfg, arm_ws, arm, seed, features)
-                curves += runner.run(rounds, batch, progress=lambda: progress.advance(task))
+                curves += runner.run(rounds, batch, progress=lambda n=1: progress.advance(task, n))
                 atomic_write_csv(out_dir / "curves.csv", pd.DataFrame(curves))
+                if test_ids is not None and runner.test_ids is not None and runner.test_ids != test_ids:
+                    raise KibbleError(f"{arm} seed {seed}: its test items differ from the first arm's; the arms must share one test split")
+                test_ids = test_ids or runner.test_ids
+                correct |= {(arm, seed, r): c for r, c in runner.correct.items()}
     frame = pd.DataFrame(curves)
+    if "stop_reason" not in frame.columns:
+        frame["stop_reason"] = ""
+    frame["stop_reason"] = frame["stop_reason"].fillna("")
+    atomic_write_csv(out_dir / "curves.csv", frame)
     savings = savings_table(frame[CURVE_COLUMNS], baseline=str(act.baseline))
     atomic_write_csv(out_dir / "savings.csv", savings)
+    min_gain, window, level = stop_settings(cfg)
+    gains = pooled_gains(frame, correct, level=level)
+    atomic_write_csv(out_dir / "gains.csv", gains)
+    stops = frame.loc[frame["stop_reason"] != "", ["strategy", "seed", "round", "n_labels", "test_accuracy", "stop_reason"]]
     from kibble.report.active import write_active_report
 
-    report = write_active_report(out_dir, frame, savings, title=f"active learning: {', '.join(arms[:-1]) or act.baseline} vs {act.baseline}")
+    report = write_active_report(out_dir, frame, savings, title=f"active learning: {', '.join(arms[:-1]) or act.baseline} vs {act.baseline}",
+                                 gains=gains, stop={"min_gain": min_gain, "window": window, "level": level})
     print(savings.to_string(index=False))
-    return {"curves": str(out_dir / "curves.csv"), "savings": savings.to_dict("records"), "report": str(report), **info}
+    for stop in stops.itertuples():
+        print(f"{stop.strategy} seed {stop.seed}: {stop.stop_reason}")
+    return {"curves": str(out_dir / "curves.csv"), "savings": savings.to_dict("records"), "gains": str(out_dir / "gains.csv"),
+            "stops": stops.to_dict("records"), "report": str(report), **info}

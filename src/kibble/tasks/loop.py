@@ -139,6 +139,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return active_loop.run(cfg)
     if mode != "clean":
         raise KibbleError(f"mode={mode!r}; use clean (relabel rounds) or active (active learning vs random)")
+    if (cfg.get("stop") or {}).get("min_gain") is not None:
+        raise KibbleError(f"stop.min_gain={cfg.stop.min_gain} stops mode=active loops on the accuracy gained per 100 new labels; "
+                          "clean rounds relabel a fixed train set, so drop it (or run mode=active)")
     ws = Workspace(cfg.workspace).require()
     classes = ClassList.load(ws.classes)
     manifest = load_manifest(ws.manifest, classes.names)
