@@ -19,7 +19,17 @@ def is_missing(value: Any) -> bool:
 
 def optional_text(value: Any) -> str | None:
     """A cell as stripped text, or None when missing or empty."""
+    if type(value) is str:  # the common case first: 10^5-row review files call this per cell
+        return value.strip() or None
     if is_missing(value):
         return None
     text = str(value).strip()
     return text or None
+
+
+def iter_records(frame: pd.DataFrame):
+    """Rows as dicts of the cells' values, read from numpy object columns: DataFrame.to_dict("records")
+    boxes every cell and, on Arrow-backed text columns, is several times slower on 10^5-row tables."""
+    columns = list(frame.columns)
+    for values in zip(*(frame[c].to_numpy(dtype=object) for c in columns)):
+        yield dict(zip(columns, values))

@@ -91,3 +91,15 @@ def test_note_tag_round_trip():
     parsed = parse_tag(note)
     assert parsed["weight"] == 2.5 and parsed["flagged"] and parsed["gold_item"]
     assert parse_tag("no tag [here]") == {} and with_tag(with_tag("x", tag), "") == "x"
+
+
+def test_cohen_kappa_matches_sklearn_on_random_answers():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n, k = int(rng.integers(2, 40)), int(rng.integers(2, 6))
+        a = [f"c{v}" for v in rng.integers(0, k, n)]
+        b = [x if rng.random() < 0.6 else f"c{rng.integers(0, k)}" for x in a]
+        if len(set(a) | set(b)) > 1:
+            assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))

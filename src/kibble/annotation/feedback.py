@@ -15,7 +15,7 @@ from itertools import combinations
 import pandas as pd
 
 from kibble.annotation.quality import human_note, parse_tag
-from kibble.values import is_missing
+from kibble.values import is_missing, iter_records
 
 FEEDBACK_COLUMNS = ["class_a", "class_b", "n_ambiguous", "n_disagreements", "n_total", "n_annotators", "notes", "examples"]
 UNSPECIFIED = "(unspecified)"
@@ -31,7 +31,9 @@ def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, 
     if events is None or events.empty:
         return pd.DataFrame(columns=FEEDBACK_COLUMNS)
     ev = events[events["source"].astype(str).isin(HUMAN)]
-    ev = ev[[not parse_tag(n).get("gold_item") for n in ev["note"]]] if "note" in ev.columns else ev
+    if "note" in ev.columns:  # answers on gold items measure annotators, not the guideline (parsed once per distinct note)
+        gold_notes = [n for n in pd.unique(ev["note"].to_numpy(dtype=object)) if parse_tag(n).get("gold_item")]
+        ev = ev[~ev["note"].isin(gold_notes)]
     suggested = {}
     if queue is not None and len(queue) and "suggested_label" in queue.columns:
         suggested = {str(s): _text(v) for s, v in zip(queue["sample_id"], queue["suggested_label"])}
@@ -48,9 +50,7 @@ def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, 
         if sid not in row["examples"]:
             row["examples"].append(sid)
 
-    for rec in ev.to_dict("records"):
-        if str(rec["verdict"]) != "ambiguous":
-            continue
+    for rec in iter_records(ev[ev["verdict"].astype(str) == "ambiguous"]):
         sid = str(rec["sample_id"])
         given = _text(rec.get("previous_label"))
         leaning = _text(rec.get("label")) or suggested.get(sid)
@@ -59,8 +59,10 @@ def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, 
         add((given or UNSPECIFIED, leaning or UNSPECIFIED), "amb", _text(rec.get("annotator")), human_note(rec.get("note")), sid)
 
     answered = ev[ev["verdict"].isin(["confirmed", "corrected"]) & ev["label"].notna()]
-    for (sid, _source, _round), part in answered.groupby(["sample_id", "source", "round"], sort=True):
-        latest = part.drop_duplicates("annotator", keep="last")
+    item = ["sample_id", "source", "round"]
+    latest_all = answered.assign(_label=answered["label"].astype(str)).drop_duplicates(item + ["annotator"], keep="last")
+    disagreeing = latest_all.groupby(item, sort=False)["_label"].transform("nunique") > 1  # only these items add pairs
+    for (sid, _source, _round), latest in latest_all[disagreeing].groupby(item, sort=True):
         labels = sorted(set(latest["label"].astype(str)))
         for pair in combinations(labels, 2):
             note = "; ".join(n for n in (human_note(x) for x in latest["note"]) if n) if "note" in latest else ""

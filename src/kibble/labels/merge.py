@@ -17,20 +17,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
 from kibble.annotation.assess import assess_rounds, tag_records, write_assessments
 from kibble.annotation.quality import human_note
 from kibble.data.classes import ClassList
-from kibble.data.manifest import classes_without_train, load_manifest, save_manifest, validate_manifest
+from kibble.data.manifest import classes_without_train, load_manifest, validate_manifest
+from kibble.io import atomic_write_parquet
 from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
 from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_transaction
 from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
-from kibble.values import is_missing
+from kibble.values import is_missing, iter_records
 
 log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
@@ -64,6 +66,7 @@ def merge_reviews(
     quality: Mapping | None = None,
     task: str | None = None,
     lock_timeout: float | None = DEFAULT_TIMEOUT,
+    manifest: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Fold a validated reviews table (`read_reviews`, `SimulatedAnnotator.review`) into the workspace.
 
@@ -81,16 +84,18 @@ def merge_reviews(
     write (`task` names the holder for a writer that has to wait; `lock_timeout` seconds, None = no
     limit); a caller that already holds it (the loop, `kibble merge`) re-enters it without waiting.
     Every file the merge writes is committed together when it returns (or not at all); inside a
-    caller's transaction (the loop, a pull) it joins that one.
+    caller's transaction (the loop, a pull) it joins that one. `manifest`: the manifest as a caller
+    that holds the lock already loaded it (`kibble merge` reads it to parse the reviews), so a
+    10^6-row file is not read and checked twice.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ws.require()
     with workspace_transaction(ws, task, lock_timeout):
-        return _merge_locked(ws, reviews, source, round_index, policy, origin, quality, task)
+        return _merge_locked(ws, reviews, source, round_index, policy, origin, quality, task, manifest)
 
 
 def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index: int | None, policy: Mapping | None,
-                  origin: str, quality: Mapping | None, task: str | None = None) -> dict[str, Any]:
+                  origin: str, quality: Mapping | None, task: str | None = None, manifest: pd.DataFrame | None = None) -> dict[str, Any]:
     """The merge proper; the caller holds the workspace lock, so what it reads is what it overwrites."""
     if source not in REVIEW_SOURCES:
         raise KibbleError(f"review_source={source!r}: use one of {list(REVIEW_SOURCES)} for reviews")
@@ -99,8 +104,11 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     if missing:
         raise KibbleError(f"{origin}: missing column(s) {missing}; reviews need {REVIEW_COLUMNS}")
     classes = ClassList.load(ws.classes)
-    manifest = load_manifest(ws.manifest, classes.names)
-    current_labels = dict(zip(manifest["sample_id"], manifest["label"]))
+    if manifest is None:
+        manifest = load_manifest(ws.manifest, classes.names)
+    # numpy object arrays before any Python loop: iterating pandas' Arrow-backed strings costs microseconds per item
+    current_labels = dict(zip(manifest["sample_id"].to_numpy(dtype=object), manifest["label"].to_numpy(dtype=object)))
+    reviews = reviews.astype(object)
     unknown = sorted(set(reviews["sample_id"].astype(str)) - set(current_labels))
     if unknown:
         raise KibbleError(f"{origin}: unknown sample_id {unknown[0]!r} ({len(unknown)} unknown); reviews must refer to manifest samples")
@@ -111,19 +119,19 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
 
     current_round = ws.current_round()
     old = load_events(ws.label_events)
-    existing_ids = set(old["event_id"].astype(str))
+    existing_ids = set(old["event_id"].astype(str).to_numpy(dtype=object))
     same_source = old[old["source"].astype(str) == source]
     recorded_answers = {
         _answer_key(*(None if _na(v) else v for v in vals))
-        for vals in zip(same_source["sample_id"], same_source["label"], same_source["verdict"],
-                        same_source["annotator"], same_source["source"], same_source["note"].map(human_note))
-    }
+        for vals in zip(*(same_source[c].to_numpy(dtype=object) for c in ("sample_id", "label", "verdict", "annotator", "source")),
+                        _human_notes(same_source["note"]))
+    } if len(same_source) else set()
     created = now_utc()
     records, batch_ids = [], set()
     merged_rounds: list[int] = []
     n_duplicates = 0
     out_of_range: list[tuple[str, int]] = []
-    for rec in reviews.to_dict("records"):
+    for rec in iter_records(reviews):
         sid = str(rec["sample_id"])
         label, verdict = _opt(rec.get("label")), str(rec["verdict"])
         annotator, note = _opt(rec.get("annotator")), _opt(rec.get("note")) or ""
@@ -162,20 +170,20 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     updated, to_train = label_view(manifest, resolved)
     updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
 
-    changed = [_opt(a) != _opt(b) for a, b in zip(manifest["label"], updated["label"])]
+    changed = _differs(manifest["label"], updated["label"])
     old_excluded = manifest["excluded"].fillna(False).astype(bool) if "excluded" in manifest else pd.Series(False, index=manifest.index)
-    manifest_changed = any(changed) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
+    manifest_changed = bool(changed.any()) or "excluded" not in manifest or bool((old_excluded != updated["excluded"]).any())
 
     # an empty reviews file (a header only, an export without annotations) writes nothing, unless it carries
     # a deliberate policy change (policy.reapply=true): "merged 0 reviews" must not rewrite the manifest
     write = len(reviews) > 0 or (policy_change is not None and policy_change["from"] is not None)
     # all checks passed: write the policy, the history, then the manifest view, then the round
     if write and policy_change is not None:
-        record_policy(ws, policy_change, task or default_task(), sum(changed))
+        record_policy(ws, policy_change, task or default_task(), int(changed.sum()))
     if len(new):
         append_events(ws.label_events, new, existing=old)
     if write and manifest_changed:
-        save_manifest(updated, ws.manifest, classes.names)
+        atomic_write_parquet(ws.manifest, updated)  # validated above (save_manifest would check it again)
     flagged = write_assessments(ws, assessed, events) if assessed and write else {}
     empty = classes_without_train(updated, classes.names) if write and manifest_changed else []
     if empty:
@@ -189,7 +197,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         "n_reviews": int(len(reviews)),
         "n_events_added": int(len(new)),
         "n_duplicates": int(n_duplicates),
-        "n_labels_changed": int(sum(changed)),
+        "n_labels_changed": int(changed.sum()),
         "n_excluded": int(updated["excluded"].sum()),
         "n_pool_labelled": int(to_train.sum()),
         "n_ambiguous": int((resolved["status"] == "ambiguous").sum()),
@@ -211,20 +219,37 @@ def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataF
     by a re-import that carries answers over (kibble.data.reimport).
     """
     updated = manifest.copy()
-    by_sid = resolved.set_index("sample_id")
-    hit = updated["sample_id"].isin(by_sid.index)
-    new_labels = updated["label"].astype(object).copy()
-    new_labels[hit] = updated.loc[hit, "sample_id"].map(by_sid["label"]).astype(object)
-    updated["label"] = new_labels.where(new_labels.notna(), None)
-    excluded = pd.Series(False, index=updated.index)
-    excluded[hit] = updated.loc[hit, "sample_id"].map(by_sid["excluded"]).astype(bool)
-    updated["excluded"] = excluded.astype(bool)
+    # positions via an object-dtype index: Series.isin/map on Arrow-backed strings is slow at 10^6 rows
+    where = pd.Index(resolved["sample_id"].to_numpy(dtype=object)).get_indexer(updated["sample_id"].to_numpy(dtype=object))
+    hit = where >= 0
+    new_labels = updated["label"].to_numpy(dtype=object).copy()
+    new_labels[hit] = resolved["label"].to_numpy(dtype=object)[where[hit]]
+    new_labels[pd.isna(new_labels)] = None
+    updated["label"] = pd.Series(new_labels, index=updated.index, dtype=object)
+    excluded = np.zeros(len(updated), dtype=bool)
+    excluded[hit] = resolved["excluded"].to_numpy(dtype=bool)[where[hit]]
+    updated["excluded"] = excluded
     to_train = (updated["split"] == "pool") & updated["label"].notna()
     updated.loc[to_train, "split"] = "train"
     return updated, to_train
 
 
 _na = is_missing
+
+
+def _human_notes(notes: pd.Series) -> list[str]:
+    """human_note of each note, computed once per distinct note (most notes repeat or are empty)."""
+    raw = notes.to_numpy(dtype=object)
+    codes, uniq = pd.factorize(raw, use_na_sentinel=True)
+    table = [human_note(v) for v in uniq] + [human_note(None)]
+    return [table[c] for c in codes]
+
+
+def _differs(before: pd.Series, after: pd.Series) -> np.ndarray:
+    """Row by row: does the label (None, NaN and "" all mean no label) differ?"""
+    a = before.astype(object).where(before.notna(), None).replace({"": None}).to_numpy(dtype=object)
+    b = after.astype(object).where(after.notna(), None).replace({"": None}).to_numpy(dtype=object)
+    return np.asarray(a != b, dtype=bool)
 
 
 def _opt(value: Any) -> str | None:

@@ -40,7 +40,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         manifest = load_manifest(ws.manifest, classes.names)
         reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
         summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
-                                policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")), task=task)
+                                policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")), task=task,
+                                manifest=manifest)
     moved = f"round {summary['round']} -> {summary['next_round']}" if summary["next_round"] != summary["round"] else f"round stays {summary['round']}"
     print(
         f"merged {summary['n_reviews']} reviews from {path.name}: {summary['n_events_added']} new events "
