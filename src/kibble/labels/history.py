@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,19 +32,22 @@ def now_utc() -> str:
 
 
 def make_events(records: list[dict]) -> pd.DataFrame:
-    """Fill defaults and check verdicts/sources; one row per event."""
-    created = now_utc()
-    rows = []
-    for rec in records:
-        row = {c: rec.get(c) for c in EVENT_COLUMNS}
-        row["event_id"] = row["event_id"] or uuid.uuid4().hex
-        row["created_at"] = row["created_at"] or created
-        if row["verdict"] not in VERDICTS:
-            raise KibbleError(f"sample {row['sample_id']!r}: verdict {row['verdict']!r}; use one of {list(VERDICTS)}")
-        if row["source"] not in SOURCES:
-            raise KibbleError(f"sample {row['sample_id']!r}: source {row['source']!r}; use one of {list(SOURCES)}")
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    """Fill defaults and check verdicts/sources; one row per event (column-wise: 10^5 records in well under a second)."""
+    frame = pd.DataFrame.from_records(records, columns=EVENT_COLUMNS) if records else pd.DataFrame(columns=EVENT_COLUMNS)
+    bad_verdict = ~frame["verdict"].isin(list(VERDICTS)).to_numpy(dtype=bool)
+    bad_source = ~frame["source"].isin(list(SOURCES)).to_numpy(dtype=bool)
+    if (bad_verdict | bad_source).any():  # the first bad record, as a row-by-row check would find it
+        i = int(np.flatnonzero(bad_verdict | bad_source)[0])
+        col, allowed = ("verdict", VERDICTS) if bad_verdict[i] else ("source", SOURCES)
+        raise KibbleError(f"sample {frame['sample_id'].iloc[i]!r}: {col} {frame[col].iloc[i]!r}; use one of {list(allowed)}")
+    ids = frame["event_id"].astype(object)
+    missing_id = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
+    if missing_id.any():
+        ids = ids.to_numpy(dtype=object).copy()
+        ids[missing_id] = [uuid.uuid4().hex for _ in range(int(missing_id.sum()))]
+        frame["event_id"] = ids
+    created = frame["created_at"].astype(object)
+    frame["created_at"] = created.where(created.notna() & (created != ""), now_utc())
     frame["round"] = frame["round"].fillna(-1).astype("int64")
     frame["lead_time"] = _seconds(frame["lead_time"])
     for col in EVENT_COLUMNS:
