@@ -32,7 +32,7 @@ from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
-from kibble.values import is_missing, iter_records
+from kibble.values import is_missing
 
 log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
@@ -131,11 +131,12 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     merged_rounds: list[int] = []
     n_duplicates = 0
     out_of_range: list[tuple[str, int]] = []
-    for rec in iter_records(reviews):
-        sid = str(rec["sample_id"])
-        label, verdict = _opt(rec.get("label")), str(rec["verdict"])
-        annotator, note = _opt(rec.get("annotator")), _opt(rec.get("note")) or ""
-        own_round = rec.get("round")
+    column = _columns(reviews)  # each column converted once (10^5-row files), not cell by cell
+    for sid, label, verdict, annotator, note, own_round, queue_id, created_at, lead_time in zip(
+        column("sample_id", str), column("label"), column("verdict", str), column("annotator"), column("note"),
+        column("round", None), column("queue_id"), column("created_at"), column("lead_time", None),
+    ):
+        note = note or ""
         explicit = round_index is not None or not _na(own_round)
         rnd = int(round_index) if round_index is not None else (int(own_round) if not _na(own_round) else current_round)
         if not 0 <= rnd <= current_round:
@@ -154,8 +155,8 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         records.append({
             "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
             "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
-            "queue_id": _opt(rec.get("queue_id")), "created_at": _opt(rec.get("created_at")) or created, "note": note,
-            "lead_time": None if _na(rec.get("lead_time")) else float(rec["lead_time"]),  # seconds (answers/hour)
+            "queue_id": queue_id, "created_at": created_at or created, "note": note,
+            "lead_time": None if _na(lead_time) else float(lead_time),  # seconds (answers/hour)
         })
     if out_of_range:  # a typo in a round column must not move the workspace to that round + 1
         sid, rnd = out_of_range[0]
@@ -235,6 +236,21 @@ def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataF
 
 
 _na = is_missing
+
+
+def _columns(frame: pd.DataFrame):
+    """column(name, convert=_opt) -> that column's values as a list, converted once per distinct value
+    (None for a column the table lacks)."""
+    def column(name: str, convert=_opt) -> list:
+        if name not in frame.columns:
+            return [None] * len(frame)
+        values = frame[name].to_numpy(dtype=object)
+        if convert is None:
+            return list(values)
+        codes, uniq = pd.factorize(values, use_na_sentinel=True)
+        table = [convert(v) for v in uniq] + [convert(None) if convert is _opt else None]
+        return [table[c] for c in codes]
+    return column
 
 
 def _human_notes(notes: pd.Series) -> list[str]:
