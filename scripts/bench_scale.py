@@ -423,8 +423,8 @@ def neighbor_notes(rows: list[dict], info: dict, load: float, queries: int, libr
         "small N (few rows per cluster), where the ANN agrees least.",
         f"exact_below = {knn.EXACT_BELOW:,} (`auto`): {timing} here, but the ANN agrees least at small N "
         f"(AUPRC {worst['AUPRC ANN']:.3f} vs exact {worst['AUPRC exact']:.3f} at {worst['rows']:,} rows), so `auto` keeps "
-        f"the exact answer while it costs about a minute or less here ({rate * knn.EXACT_BELOW ** 2:.0f} s at "
-        f"{knn.EXACT_BELOW:,} rows, N^2 from the {measured[-1]['rows']:,}-row rate); above it exact grows as N^2 "
+        f"the exact answer while it stays in minutes ({rate * knn.EXACT_BELOW ** 2:.0f} s at "
+        f"{knn.EXACT_BELOW:,} rows under this run's load, N^2 from the {measured[-1]['rows']:,}-row rate); above it exact grows as N^2 "
         f"({rate * 1e10:.0f} s at 10^5, {rate * 1e12 / 86400:.1f} days at 10^6) and the ANN about linearly.",
     ]
     big = rows[-1]
