@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
+import numpy as np
 import pandas as pd
 
 from kibble.annotation.quality import human_note, parse_tag
@@ -60,14 +61,22 @@ def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, 
 
     answered = ev[ev["verdict"].isin(["confirmed", "corrected"]) & ev["label"].notna()]
     item = ["sample_id", "source", "round"]
-    latest_all = answered.assign(_label=answered["label"].astype(str)).drop_duplicates(item + ["annotator"], keep="last")
-    disagreeing = latest_all.groupby(item, sort=False)["_label"].transform("nunique") > 1  # only these items add pairs
-    for (sid, _source, _round), latest in latest_all[disagreeing].groupby(item, sort=True):
-        labels = sorted(set(latest["label"].astype(str)))
-        for pair in combinations(labels, 2):
-            note = "; ".join(n for n in (human_note(x) for x in latest["note"]) if n) if "note" in latest else ""
-            add(pair, "dis", None, note, str(sid))
-            stats[tuple(sorted(pair))]["who"].update(str(w) for w in latest["annotator"] if _text(w))
+    latest = answered.assign(_label=answered["label"].astype(str)).drop_duplicates(item + ["annotator"], keep="last")
+    disagreeing = latest.groupby(item, sort=False)["_label"].transform("nunique") > 1  # only these items add pairs
+    latest = latest[disagreeing.to_numpy(dtype=bool)].sort_values(item, kind="stable")  # items in order, answers in history order
+    # one pass over plain arrays (a pandas group per item costs ~1 ms: minutes at 10^5 disagreeing items)
+    labels = latest["_label"].to_numpy(dtype=object)
+    whos = latest["annotator"].to_numpy(dtype=object)
+    notes = [human_note(n) for n in latest["note"].to_numpy(dtype=object)] if "note" in latest.columns else [""] * len(latest)
+    sids = latest["sample_id"].astype(str).to_numpy(dtype=object)
+    codes = latest.groupby(item, sort=False).ngroup().to_numpy()
+    bounds = np.r_[0, np.flatnonzero(np.diff(codes)) + 1, len(codes)]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        note = "; ".join(n for n in notes[start:stop] if n)
+        who = [str(w) for w in whos[start:stop] if _text(w)]
+        for pair in combinations(sorted(set(labels[start:stop])), 2):
+            add(pair, "dis", None, note, str(sids[start]))
+            stats[tuple(sorted(pair))]["who"].update(who)
     rows = [{
         "class_a": a, "class_b": b, "n_ambiguous": s["amb"], "n_disagreements": s["dis"], "n_total": s["amb"] + s["dis"],
         "n_annotators": len(s["who"]), "notes": " | ".join(s["notes"][:max_notes]), "examples": "|".join(s["examples"][:max_examples]),

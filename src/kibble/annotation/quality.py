@@ -105,12 +105,18 @@ def cohen_kappa(a: Sequence, b: Sequence) -> float:
     if len(a) < 2:
         return float("nan")
     codes, _ = pd.factorize(pd.Series([str(v) for v in a + b]))
-    x, y = codes[: len(a)], codes[len(a):]
-    k = int(codes.max()) + 1
-    if k == 1:
+    return _kappa_of_codes(codes[: len(a)], codes[len(a):])
+
+
+def _kappa_of_codes(x: np.ndarray, y: np.ndarray) -> float:
+    """Cohen's kappa of two integer-coded answer vectors of equal length (categories >= 0)."""
+    if len(x) < 2:
+        return float("nan")
+    k = int(max(x.max(), y.max())) + 1
+    if len(np.union1d(x, y)) == 1:
         return 1.0  # perfect agreement on a single category (the formula is 0/0 here)
     observed = float(np.mean(x == y))
-    expected = float(np.dot(np.bincount(x, minlength=k), np.bincount(y, minlength=k))) / len(a) ** 2
+    expected = float(np.dot(np.bincount(x, minlength=k), np.bincount(y, minlength=k))) / len(x) ** 2
     return float((observed - expected) / (1.0 - expected)) if expected < 1.0 else float("nan")
 
 
@@ -124,18 +130,17 @@ def krippendorff_alpha(matrix: pd.DataFrame | np.ndarray) -> float:
     values = matrix.to_numpy(dtype=object) if isinstance(matrix, pd.DataFrame) else np.asarray(matrix, dtype=object)
     if values.ndim != 2:
         raise KibbleError(f"krippendorff_alpha: expected an items x raters table, got shape {values.shape}")
-    cats: dict[str, int] = {}
-    units = []
-    for row in values:
-        vals = [str(v) for v in row if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if len(vals) >= 2:
-            units.append([cats.setdefault(v, len(cats)) for v in vals])
-    if not units:
+    present = ~pd.isna(values)
+    codes, _ = pd.factorize(pd.Series([str(v) for v in values[present]], dtype=object))  # row-major: unit by unit
+    units = np.nonzero(present)[0]
+    per_unit = np.zeros((values.shape[0], max(int(codes.max()) + 1, 1) if len(codes) else 1))
+    np.add.at(per_unit, (units, codes), 1.0)  # answers per (item, category): one array op, not a loop over items
+    m = per_unit.sum(axis=1)
+    per_unit, m = per_unit[m >= 2], m[m >= 2]  # pairable items only
+    if not len(m):
         return float("nan")
-    o = np.zeros((len(cats), len(cats)))
-    for unit in units:
-        counts = np.bincount(unit, minlength=len(cats)).astype(float)
-        o += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
+    w = 1.0 / (m - 1.0)
+    o = (per_unit * w[:, None]).T @ per_unit - np.diag((per_unit * w[:, None]).sum(axis=0))  # coincidence matrix
     n_c = o.sum(axis=1)
     n = n_c.sum()
     disagree_observed = o.sum() - np.trace(o)
@@ -161,10 +166,14 @@ def agreement(reviews: pd.DataFrame) -> dict:
     names = list(matrix.columns)
     out["n_items"] = int(len(shared))
     kappas: dict[str, list[float]] = {n: [] for n in names}
-    for a, b in combinations(names, 2):
-        both = matrix[[a, b]].dropna()
-        kappa = cohen_kappa(both[a], both[b]) if len(both) else float("nan")
-        out["pairs"].append({"a": a, "b": b, "n_items": int(len(both)), "kappa": kappa})
+    values = shared.to_numpy(dtype=object)  # two annotators' common items all have >= 2 answers: `shared` holds them
+    present = ~pd.isna(values)
+    coded = np.full(values.shape, -1, dtype=np.int64)
+    coded[present] = pd.factorize(pd.Series([str(v) for v in values[present]], dtype=object))[0]
+    for (i, a), (j, b) in combinations(enumerate(names), 2):
+        both = present[:, i] & present[:, j]
+        kappa = _kappa_of_codes(coded[both, i], coded[both, j]) if both.any() else float("nan")
+        out["pairs"].append({"a": a, "b": b, "n_items": int(both.sum()), "kappa": kappa})
         if not math.isnan(kappa):
             kappas[a].append(kappa)
             kappas[b].append(kappa)

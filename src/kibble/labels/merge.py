@@ -121,11 +121,12 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     old = load_events(ws.label_events)
     existing_ids = set(old["event_id"].astype(str).to_numpy(dtype=object))
     same_source = old[old["source"].astype(str) == source]
-    recorded_answers = {
+    implicit = round_index is None and ("round" not in reviews.columns or bool(reviews["round"].isna().any()))
+    recorded_answers = {  # only answers without a round are matched this way (a hash per earlier answer: skip when none)
         _answer_key(*(None if _na(v) else v for v in vals))
         for vals in zip(*(same_source[c].to_numpy(dtype=object) for c in ("sample_id", "label", "verdict", "annotator", "source")),
                         _human_notes(same_source["note"]))
-    } if len(same_source) else set()
+    } if len(same_source) and implicit else set()
     created = now_utc()
     records, batch_ids = [], set()
     merged_rounds: list[int] = []
