@@ -232,3 +232,19 @@ def test_guidelines_in_the_labeling_config():
     assert [h.get("value") for h in root.find("Collapse/Panel").findall("Header")] == [hints[0]]
     page = guidelines_html(classes, lambda p: f"/data/local-files/?d={p}")
     assert "<h4>Cat</h4>" in page and 'src="/data/local-files/?d=img/c.png"' in page and "&amp; no bushy tail" in page
+
+
+def test_pull_reads_ids_or_names_and_merges_ids(tmp_path):
+    """Buttons show names and export ids (alias); an answer that holds a name (a hand-made annotation, mixed case)
+    merges as the id too. A config pushed before names were shown (value = id) still checks out."""
+    ws = make_workspace(tmp_path / "ws")
+    named = ClassList.from_names(CLASSES, {"cat": "House cat", "dog": "Australian terrier", "fox": "Red fox"})
+    named.save(ws.classes)
+    label_config = labeling_config(named)
+    assert label_choices(label_config) == CLASSES and label_choices(config()) == CLASSES
+    answers = export()
+    answers[0]["annotations"][1]["result"][0]["value"]["choices"] = ["australian TERRIER"]
+    summary = merge_export(ws, 0, answers, record(), label_config, USERS)
+    assert summary["n_events_added"] == 3
+    events = load_events(ws.label_events)
+    assert set(events.loc[events["source"] == "review", "label"]) == {"dog"}

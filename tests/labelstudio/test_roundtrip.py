@@ -62,13 +62,19 @@ def test_push_annotate_pull(labelstudio_server, digits_workspace, monkeypatch):
     project = ls.projects.get(record["project_id"])
     assert project.maximum_annotations == 2
     config = ET.fromstring(project.label_config)
-    hints = {c.get("value"): c.get("hint") for c in config.find("Choices[@name='label']").findall("Choice")}
+    buttons = config.find("Choices[@name='label']").findall("Choice")
+    hints = {c.get("alias"): c.get("hint") for c in buttons}
     assert hints["1"] == "digit 1: one stroke; a serif on top is still a 1" and hints["0"] == "digit 0"
+    # names on the buttons (and in the Filter box), the class id as the alias Label Studio exports
+    assert [(c.get("value"), c.get("alias")) for c in buttons[:2]] == [("digit 0", "0"), ("digit 1", "1")]
+    assert "$given_name" in config.find("Header").get("value")
     assert "two closed loops" in project.expert_instruction and "digit_0008.png" in project.expert_instruction
     tasks = {t.data["queue_id"]: t for t in ls.tasks.list(project=record["project_id"], fields="all")}
     assert len(tasks) == len(queue) and {q: t.id for q, t in tasks.items()} == record["tasks"]
     first = ls.tasks.get(str(record["tasks"]["r000-0001"]))
     assert [p.result[0]["value"]["choices"] for p in first.predictions] == [["8"]]  # the suggestion as a prediction
+    assert (first.data["suggested_label"], first.data["suggested_name"]) == ("8", "digit 8")  # the header reads the name
+    assert first.data["given_name"] == f"digit {rows['label'].iloc[0]}"
     # Label Studio serves the image from the attached local folder
     request = urllib.request.Request(server.url + tasks["r000-0001"].data["image"], headers={"Authorization": f"Token {server.token}"})
     with urllib.request.urlopen(request, timeout=30) as resp:
@@ -80,8 +86,23 @@ def test_push_annotate_pull(labelstudio_server, digits_workspace, monkeypatch):
     ls.annotations.create(ids["r000-0001"], result=[choice("label", "8"), choice("verdict", "corrected"), choice("note", "loop closed")], lead_time=4.0)
     ls.annotations.create(ids["r000-0001"], result=[choice("label", "8")], completed_by=bob.id, lead_time=7.5)
     ls.annotations.create(ids["r000-0002"], result=[choice("label", "1"), choice("verdict", "confirmed")], lead_time=2.0)
-    ls.annotations.create(ids["r000-0002"], result=[choice("label", "7")], completed_by=bob.id, lead_time=3.0)
+    # an answer holding the shown name instead of the id (a hand-made annotation) still merges as the id
+    ls.annotations.create(ids["r000-0002"], result=[choice("label", "digit 7")], completed_by=bob.id, lead_time=3.0)
     ls.annotations.create(ids["r000-0003"], result=[choice("verdict", "out_of_scope")], completed_by=bob.id, lead_time=1.0)
+
+    # a project pushed before names were shown (value = id, html = name) is updated to the alias form although it
+    # holds annotations: Label Studio compares label sets by alias, so the class ids stay what it exports
+    old = ET.fromstring(ls.projects.get(record["project_id"]).label_config)
+    for c in old.find("Choices[@name='label']").findall("Choice"):
+        c.set("html", c.get("value"))
+        c.set("value", c.attrib.pop("alias"))
+    ls.projects.update(record["project_id"], label_config=ET.tostring(old, encoding="unicode"))
+    classes.classes[1].guideline = "one stroke"
+    classes.save(ws.classes)
+    run_kibble("labelstudio", "push", f"workspace={ws.root}", "overlap=2", check=True)
+    updated = ET.fromstring(ls.projects.get(record["project_id"]).label_config)
+    assert [c.get("alias") for c in updated.find("Choices[@name='label']").findall("Choice")][:2] == ["0", "1"]
+    assert "digit 1: one stroke" in ls.projects.get(record["project_id"]).label_config
 
     before = len(load_events(ws.label_events))
     pulled = run_kibble("labelstudio", "pull", f"workspace={ws.root}", check=True)

@@ -111,9 +111,42 @@ def test_labeling_config_is_valid_xml_with_every_class():
     label = root.find("Choices[@name='label']")
     assert label.get("toName") == "image" and label.get("choice") == "single"
     choices = label.findall("Choice")
-    assert [c.get("value") for c in choices] == CLASSES.names
+    # buttons (and the Filter box) show names; the alias is the id Label Studio exports
+    assert [c.get("value") for c in choices] == ["Chihuahua", "Shih-Tzu", "Golden & Retriever"]
+    assert [c.get("alias") for c in choices] == CLASSES.names
     assert choices[2].get("hint") == "Golden & Retriever"  # escaped in the file, intact once parsed
     verdict = root.find("Choices[@name='verdict']")
     assert [c.get("value") for c in verdict.findall("Choice")] == list(VERDICTS)
     assert root.find("TextArea").get("name") == "note"
     assert root.find("Filter").get("toName") == "label"
+
+
+def test_humans_read_names_machines_read_ids(tmp_path):
+    """queue.csv keeps ids in given_label/suggested_label and adds given_name/suggested_name; the Label Studio
+    header shows the names, the pre-annotation stays the id (the choice's alias)."""
+    paths = write_queue_files(make_queue(), tmp_path, CLASSES, "https://imgs/")
+    csv = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False)
+    assert list(csv.columns) == [*QUEUE_COLUMNS, "given_name", "suggested_name", "kind"]
+    assert csv["given_label"].tolist() == ["n02085620-Chihuahua", "n02086240-Shih-Tzu", ""]
+    assert csv["given_name"].tolist() == ["Chihuahua", "Shih-Tzu", ""]
+    assert csv["suggested_name"].tolist() == ["Golden & Retriever", "", "Chihuahua"]
+    tasks = json.loads(paths["labelstudio"].read_text())
+    assert [(t["data"]["given_name"], t["data"]["suggested_name"]) for t in tasks] == [
+        ("Chihuahua", "Golden & Retriever"), ("Shih-Tzu", "none"), ("none", "Chihuahua")]
+    assert tasks[0]["predictions"][0]["result"][0]["value"] == {"choices": ["n02099601-golden_retriever"]}
+    header = ET.fromstring(paths["labeling_config"].read_text()).find("Header").get("value")
+    assert header == "Given label: $given_name   (model suggests: $suggested_name)"
+    # written again from its own queue.csv (name columns included): the names are recomputed, not doubled
+    again = write_queue_files(pd.read_csv(paths["csv"], dtype={"given_label": str, "suggested_label": str}), tmp_path / "b", CLASSES)
+    assert pd.read_csv(again["csv"]).columns.tolist() == csv.columns.tolist()
+
+
+def test_shared_display_names_are_told_apart():
+    """Two classes with one display name (or a name that is another class's id) show `name (id)`."""
+    classes = ClassList.from_names(["n1", "n2", "n3", "dog"], {"n1": "Terrier", "n2": "terrier", "n3": "dog", "dog": "Dog"})
+    assert classes.shown_names() == {"n1": "Terrier (n1)", "n2": "terrier (n2)", "n3": "dog (n3)", "dog": "Dog (dog)"}
+    choices = ET.fromstring(labeling_config(classes)).find("Choices[@name='label']").findall("Choice")
+    assert [(c.get("value"), c.get("alias")) for c in choices] == [
+        ("Terrier (n1)", "n1"), ("terrier (n2)", "n2"), ("dog (n3)", "n3"), ("Dog (dog)", "dog")]
+    plain = ET.fromstring(labeling_config(ClassList.from_names(["cat"]))).find("Choices[@name='label']/Choice")
+    assert plain.get("value") == "cat" and plain.get("alias") is None  # no display name: the id is the name

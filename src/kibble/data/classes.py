@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,11 @@ class ClassList:
     def display_names(self) -> dict[str, str]:
         """name -> display name (the name itself when none is set)."""
         return {c.name: c.display_name or c.name for c in self.classes}
+
+    def shown_names(self) -> dict[str, str]:
+        """name -> what humans are shown: the display name, or `display name (id)` where the display name alone
+        would not say which class (two classes share it, or it is another class's id)."""
+        return shown_names(self.names, self.display_names)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -181,6 +186,54 @@ class ClassList:
             raise KibbleError(f"{path}: `targets.class_f1` is {_kind(targets['class_f1'])}; use a mapping of class name -> F1 target")
         _warn_unknown_targets(path, targets, names)
         return cls(infos, severity=dict(raw.get("severity") or DEFAULT_SEVERITY), targets=targets)
+
+
+def _fold(text: str) -> str:
+    """A display name as matched from human input: case and runs of spaces ignored."""
+    return " ".join(str(text).split()).casefold()
+
+
+def shown_names(names: list[str], display_names: Mapping[str, str] | None = None) -> dict[str, str]:
+    """name -> the label humans see (queue.csv name columns, Label Studio buttons and header, reports): the
+    display name, unless two classes share it (case ignored) or it is another class's id; then `display (id)`."""
+    display = {n: str((display_names or {}).get(n) or n) for n in names}
+    folded = pd.Series([_fold(d) for d in display.values()], dtype=object)
+    shared = set(folded[folded.duplicated(keep=False)])
+    ids = set(names)
+    return {n: f"{d} ({n})" if d != n and (_fold(d) in shared or d in ids) else d for n, d in display.items()}
+
+
+def class_lookup(values: Iterable[Any], names: list[str], display_names: Mapping[str, str] | None = None
+                 ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """What humans typed -> class ids, for the distinct `values` only (call it on `pd.unique` of a column).
+
+    A value is a class id (exact match, surrounding spaces ignored) or a display name (case and spacing ignored;
+    `display (id)` as `shown_names` writes it works too). Returns (value -> id for every value that names one
+    class, value -> [ids] for display names that several classes share); other values are in neither.
+    """
+    ids = set(names)
+    by_name: dict[str, list[str]] = {}
+    for name in names:
+        display = str((display_names or {}).get(name) or name)
+        for key in {_fold(display), _fold(f"{display} ({name})")}:
+            hits = by_name.setdefault(key, [])
+            if name not in hits:
+                hits.append(name)
+    found: dict[str, str] = {}
+    ambiguous: dict[str, list[str]] = {}
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if text in ids:
+            found[value] = text
+            continue
+        hits = by_name.get(_fold(text), [])
+        if len(hits) == 1:
+            found[value] = hits[0]
+        elif hits:
+            ambiguous[value] = hits
+    return found, ambiguous
 
 
 def _kind(value: Any) -> str:

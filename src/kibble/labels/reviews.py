@@ -23,7 +23,9 @@ and the fix.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.data.classes import class_lookup, shown_names
 from kibble.values import iter_records, optional_text
 from kibble.labels.history import VERDICTS
 
@@ -45,6 +48,7 @@ def read_reviews(
     manifest: pd.DataFrame,
     class_names: list[str],
     queue: pd.DataFrame | None = None,
+    display_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Parse and validate a reviews CSV or Label Studio JSON export (format auto-detected).
 
@@ -52,6 +56,7 @@ def read_reviews(
     A review that does not say its round or the label the human saw (a bare CSV) takes them from
     the queue it answers: the row with its queue_id, else the latest queue holding its sample.
     Without a queue row the given label is the manifest's current label.
+    display_names: class id -> display name (`ClassList.display_names`); a label may be either.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,7 +69,7 @@ def read_reviews(
         frame, where = _parse_csv(path)
     if queue is not None and len(queue):
         frame = _fill_from_queue(frame, queue)
-    return validate_reviews(frame, manifest, class_names, source=str(path), where=where)
+    return validate_reviews(frame, manifest, class_names, source=str(path), where=where, display_names=display_names)
 
 
 def reviews_from_labelstudio(
@@ -73,6 +78,7 @@ def reviews_from_labelstudio(
     class_names: list[str],
     queue: pd.DataFrame | None = None,
     source: str = "Label Studio export",
+    display_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Like `read_reviews` for a Label Studio JSON export already in memory (`kibble labelstudio pull`)."""
     from kibble.labels.labelstudio_export import parse_labelstudio_tasks
@@ -80,7 +86,7 @@ def reviews_from_labelstudio(
     frame, where = parse_labelstudio_tasks(tasks, source)
     if queue is not None and len(queue):
         frame = _fill_from_queue(frame, queue)
-    return validate_reviews(frame, manifest, class_names, source=source, where=where)
+    return validate_reviews(frame, manifest, class_names, source=source, where=where, display_names=display_names)
 
 
 def _fill_from_queue(frame: pd.DataFrame, queue: pd.DataFrame) -> pd.DataFrame:
@@ -171,10 +177,12 @@ def validate_reviews(
     class_names: list[str],
     source: str = "reviews",
     where: list[str] | None = None,
+    display_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Check and normalise a reviews table; returns `REVIEW_COLUMNS`. One clear KibbleError otherwise.
 
-    Rules: sample_id must be in the manifest; a label must be a class name; verdict in VERDICTS
+    Rules: sample_id must be in the manifest; a label must be a class id or display name (stored as the
+    id; a display name two classes share is an error naming both); verdict in VERDICTS
     (empty -> inferred from label vs given label); `corrected` needs a label (equal to the given
     label it becomes `confirmed`); `confirmed` with no label takes the given label, with another
     label it is an error. The same annotator answering the same sample twice differently is an error.
@@ -184,6 +192,8 @@ def validate_reviews(
     missing = [c for c in ("sample_id", "verdict", "annotator") if c not in frame.columns]
     if missing:
         raise KibbleError(f"{source}: missing column(s) {missing}; reviews need {CSV_REQUIRED}")
+    if "label" in frame.columns:
+        frame["label"] = _labels_to_ids(frame["label"], class_names, display_names, source, where)
     # numpy object arrays first: iterating pandas' Arrow-backed strings costs microseconds per item (1M-row manifests)
     current = dict(zip(manifest["sample_id"].astype(str).to_numpy(dtype=object), manifest["label"].to_numpy(dtype=object)))
     known_classes = set(class_names)
@@ -203,7 +213,7 @@ def validate_reviews(
         if annotator is None:
             raise KibbleError(f"{loc}: empty annotator; name who reviewed it")
         if label is not None and label not in known_classes:
-            raise KibbleError(f"{loc}: unknown class {label!r}; use a class name from classes.yaml (e.g. {class_names[:3]})")
+            raise KibbleError(f"{loc}: unknown class {label!r}; {_class_advice(label, class_names, display_names)}")
         given = rec["given_label"] if has_given and rec["given_label"] is not _UNSET else current[sid]
         given = _text(given)
         if verdict is None:
@@ -249,6 +259,38 @@ def validate_reviews(
     result["round"] = result["round"].astype("Int64")
     result["lead_time"] = result["lead_time"].astype("float64")
     return result[REVIEW_COLUMNS].reset_index(drop=True)
+
+
+def _labels_to_ids(labels: pd.Series, class_names: list[str], display_names: Mapping[str, str] | None,
+                   source: str, where: list[str]) -> pd.Series:
+    """The label column with display names replaced by class ids: resolved once per distinct value, then mapped.
+
+    Ids and unknown values are left as they are (the row checks name an unknown one with its line); a
+    display name that several classes share is refused here, naming the first line that uses it."""
+    values = labels.to_numpy(dtype=object)
+    found, ambiguous = class_lookup(pd.unique(values), class_names, display_names)
+    if ambiguous:
+        value, ids = next(iter(ambiguous.items()))
+        row = int(np.flatnonzero(values == value)[0])
+        raise KibbleError(f"{source} {where[row]}: label {value!r} is the display name of several classes ({', '.join(ids)}); "
+                          "write the class id instead")
+    found = {v: i for v, i in found.items() if v != i}
+    if not found:
+        return labels
+    mapped = labels.map(found)
+    return mapped.where(mapped.notna(), labels)
+
+
+def _class_advice(label: str, class_names: list[str], display_names: Mapping[str, str] | None) -> str:
+    """How to write a class: the display names closest to what was written, else a few display names and an id."""
+    shown = list(shown_names(class_names, display_names).values())
+    folded = {s.casefold(): s for s in shown}
+    close = [folded[c] for c in difflib.get_close_matches(label.casefold(), list(folded), n=3, cutoff=0.6)]
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}? Use a class id or display name from classes.yaml"
+    examples = ", ".join(repr(s) for s in shown[:3])
+    named = shown[0] != class_names[0]
+    return f"use a class id or display name from classes.yaml, e.g. {examples}" + (f", or an id like {class_names[0]!r}" if named else "")
 
 
 def _drop_duplicates(frame: pd.DataFrame, source: str) -> pd.DataFrame:

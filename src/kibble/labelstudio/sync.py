@@ -59,7 +59,8 @@ def project_title(ws: Workspace, round_index: int, template: str | None = None) 
 
 
 def label_choices(label_config: str, where: str = "labeling config") -> list[str]:
-    """The class names offered by the `label` control of a labeling config."""
+    """The class ids offered by the `label` control of a labeling config: each choice's `alias` (the id, when
+    the button shows a display name), else its `value` (configs pushed before names were shown)."""
     try:
         root = ET.fromstring(label_config)
     except ET.ParseError as err:
@@ -67,7 +68,7 @@ def label_choices(label_config: str, where: str = "labeling config") -> list[str
     control = next((el for el in root.iter("Choices") if el.get("name") == LABEL_CONTROL), None)
     if control is None:
         raise KibbleError(f"{where}: no <Choices name=\"{LABEL_CONTROL}\">; this is not a project kibble pushed")
-    return [str(c.get("value")) for c in control.iter("Choice")]
+    return [str(c.get("alias") or c.get("value")) for c in control.iter("Choice")]
 
 
 def check_class_list(offered: list[str], class_names: list[str], where: str) -> None:
@@ -231,7 +232,7 @@ def push(ws: Workspace, round_index: int, server: Any, *, title: str | None = No
     url = image_url_builder(image_url, ws.data_root)
     config = labeling_config(classes)
     instructions = guidelines_html(classes, url)
-    tasks = labelstudio_tasks(queue, url, model_version or f"kibble-round-{int(round_index):03d}")
+    tasks = labelstudio_tasks(queue, url, model_version or f"kibble-round-{int(round_index):03d}", classes.shown_names())
     title = project_title(ws, round_index, title)
     server.whoami()  # a clear error before anything else when the server or the key is wrong
 
@@ -304,7 +305,7 @@ def merge_export(ws: Workspace, round_index: int, export: Any, record: Mapping[s
         export = name_annotators(check_export(export, record, f"{where} export", others), users or {})
         manifest = load_manifest(ws.manifest, classes.names)
         reviews = reviews_from_labelstudio(export, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
-                                           source=f"{where} export")
+                                           source=f"{where} export", display_names=classes.display_names)
         summary = merge_reviews(ws, reviews, source=source, policy=policy, origin=f"{where} (round {round_index})", quality=quality,
                                 task="kibble labelstudio pull")
         atomic_write_json(round_dir / EXPORT, export)

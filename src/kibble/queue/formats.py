@@ -3,13 +3,16 @@
 The queue table (DESIGN §3) has the columns in `QUEUE_COLUMNS` (+ optional `kind`: relabel|new).
 `write_queue_files` writes, atomically, into a round directory:
 
-- `queue.csv`                the table itself (open it in a spreadsheet, or fill in a reviews CSV);
+- `queue.csv`                the table itself (open it in a spreadsheet, or fill in a reviews CSV); after
+                             `QUEUE_COLUMNS`, whose `given_label`/`suggested_label` are class ids (what programs
+                             read), `given_name`/`suggested_name` hold the names humans read (`ClassList.shown_names`);
 - `queue.labelstudio.json`   a list of Label Studio tasks: `data.image` (a URL Label Studio can
                              serve), `data.sample_id`, `data.queue_id`, `data.given_label`,
-                             `data.round`, ... and the model's suggestion as a `predictions` entry,
+                             `data.given_name`, `data.round`, ... and the model's suggestion as a `predictions` entry,
                              so it shows pre-selected and the annotator only confirms or changes it;
-- `labeling_config.xml`      the matching labeling interface: one `label` choice per class, a
-                             `verdict` choice and a free-text `note`.
+- `labeling_config.xml`      the matching labeling interface: one `label` choice per class (the
+                             button and the filter show the class's name, `alias` carries its id
+                             into the export), a `verdict` choice and a free-text `note`.
 
 Image URLs: Label Studio's local-files scheme `/data/local-files/?d=<path relative to
 LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>` (default), or `<url_prefix>/<path>` when the images are
@@ -18,10 +21,9 @@ served over HTTP / from a bucket, or any callable `path -> url`. See docs/labels
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +41,8 @@ QUEUE_COLUMNS = [
     "queue_id", "round", "rank", "sample_id", "path", "given_label",
     "suggested_label", "score", "strategy", "reason",
 ]
+NAME_COLUMNS = {"given_label": "given_name", "suggested_label": "suggested_name"}  # id column -> human column
+NO_CLASS = "none"  # what the Label Studio header shows for a missing given label or suggestion
 KINDS = ("relabel", "new")
 QUEUE_CSV = "queue.csv"
 QUEUE_LABELSTUDIO = "queue.labelstudio.json"
@@ -226,14 +230,34 @@ def _clean(value: Any) -> Any:
     return None if is_missing(value) else value
 
 
-def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | None = None) -> list[dict]:
-    """The queue as Label Studio tasks with the suggested label as a pre-annotation."""
+def with_names(queue: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
+    """The queue with `given_name`/`suggested_name` (what humans read) right after `QUEUE_COLUMNS` (which stay first,
+    in order: programs read the id columns)."""
+    queue = queue.drop(columns=[c for c in NAME_COLUMNS.values() if c in queue.columns])
+    at = max(queue.columns.get_loc(c) for c in QUEUE_COLUMNS if c in queue.columns) + 1 if set(QUEUE_COLUMNS) & set(queue.columns) else 0
+    for col, name_col in NAME_COLUMNS.items():
+        shown = [None if is_missing(v) else names.get(str(v), str(v)) for v in queue[col].to_numpy(dtype=object)]
+        queue.insert(at, name_col, pd.Series(shown, index=queue.index, dtype=object))
+        at += 1
+    return queue
+
+
+def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | None = None,
+                      names: Mapping[str, str] | None = None) -> list[dict]:
+    """The queue as Label Studio tasks with the suggested label as a pre-annotation.
+
+    names: class id -> the name humans see (`ClassList.shown_names`), for the header's `given_name` and
+    `suggested_name`; without it the queue's own name columns (or the ids) are used."""
     extra = [c for c in ("kind",) if c in queue.columns]
+    if names is not None or any(c not in queue.columns for c in NAME_COLUMNS.values()):
+        queue = with_names(queue, names or {})
     tasks = []
     for row in queue.to_dict("records"):
         data = {"image": image_url(str(row["path"]))}
         for col in ["sample_id", "queue_id", "round", "rank", "given_label", "suggested_label", "score", "strategy", "reason", *extra]:
             data[col] = _clean(row.get(col))
+        for name_col in NAME_COLUMNS.values():
+            data[name_col] = _clean(row.get(name_col)) or NO_CLASS
         task: dict[str, Any] = {"data": data}
         suggested = _clean(row.get("suggested_label"))
         if suggested is not None:
@@ -259,10 +283,16 @@ def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: s
 
 
 def labeling_config(class_list: ClassList) -> str:
-    """Label Studio XML: image, one single-choice `label` per class (display name shown), verdict, note."""
+    """Label Studio XML: image, one single-choice `label` per class, verdict, note; names shown, ids exported.
+
+    Each class's `Choice` has the name humans read as its `value` (the button, and what the Filter box
+    matches) and its id as `alias`, which Label Studio writes into the export and matches predictions
+    against; a class whose name is its id has no alias. The header shows the task's `given_name` and
+    `suggested_name` (`labelstudio_tasks`)."""
+    shown = class_list.shown_names()
     lines = [
         "<View>",
-        '  <Header value="Given label: $given_label   (model suggests: $suggested_label)"/>',
+        '  <Header value="Given label: $given_name   (model suggests: $suggested_name)"/>',
         f'  <Image name="{IMAGE_NAME}" value="$image" zoom="true" zoomControl="true"/>',
         f'  <Filter name="filter" toName="{LABEL_CONTROL}" hotkey="shift+f" minlength="1" placeholder="Filter classes"/>',
         f'  <Choices name="{LABEL_CONTROL}" toName="{IMAGE_NAME}" choice="single" showInline="true">',
@@ -270,10 +300,11 @@ def labeling_config(class_list: ClassList) -> str:
     for info in class_list.classes:
         display = info.display_name or info.name
         guideline = " ".join(str(info.guideline).split()) if info.guideline else ""
+        attrs = f"value={quoteattr(shown[info.name])}"
+        if shown[info.name] != info.name:  # the export carries the alias: the class id
+            attrs += f" alias={quoteattr(info.name)}"
         # the hint shows on hover: the class's guideline (classes.yaml) tells annotators where its border is
-        attrs = f"value={quoteattr(info.name)} hint={quoteattr(f'{display}: {guideline}' if guideline else display)}"
-        if display != info.name:  # show the readable name; the export still carries `value`
-            attrs += f" html={quoteattr(html.escape(display))}"
+        attrs += f" hint={quoteattr(f'{display}: {guideline}' if guideline else display)}"
         lines.append(f"    <Choice {attrs}/>")
     lines += [
         "  </Choices>",
@@ -319,11 +350,11 @@ def write_queue_files(
             raise KibbleError(f"queue row {row} (sample_id {queue.loc[row, 'sample_id']!r}): {col} "
                               f"{queue.loc[row, col]!r} is not a class in classes.yaml")
     url = image_url_builder(image_url, data_root)
+    queue = with_names(queue[QUEUE_COLUMNS + [c for c in queue.columns if c not in QUEUE_COLUMNS]], class_list.shown_names())
     tasks = labelstudio_tasks(queue, url, model_version)  # build everything before writing anything
     round_dir = Path(round_dir)
-    columns = QUEUE_COLUMNS + [c for c in queue.columns if c not in QUEUE_COLUMNS]
     paths = {
-        "csv": atomic_write_csv(round_dir / QUEUE_CSV, queue[columns]),
+        "csv": atomic_write_csv(round_dir / QUEUE_CSV, queue),
         "labelstudio": atomic_write_json(round_dir / QUEUE_LABELSTUDIO, tasks),
         "labeling_config": atomic_write_text(round_dir / LABELING_CONFIG, labeling_config(class_list)),
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kibble.data.classes import ClassList
 from kibble.metrics.learning_curve import curves_figure, mean_curves
 from kibble.paths import Workspace
 from kibble.report.document import Section, escape, figure_html, table_html, write_report
@@ -78,6 +79,9 @@ def round_sections(ws: Workspace, round_dir: Path) -> list[Section]:
             counts = queue["kind"].value_counts().rename_axis("kind").reset_index(name="items")
             by_strategy = new.groupby("strategy").agg(items=("sample_id", "size"), mean_score=("score", "mean")).reset_index()
             guesses = new["suggested_label"].value_counts().rename_axis("model's guess").reset_index(name="items")
+            if ws.classes.is_file():  # the names people read beside the ids
+                display = ClassList.load(ws.classes).display_names
+                guesses.insert(1, "name", [display.get(str(c), str(c)) for c in guesses["model's guess"]])
             body = (
                 f"<p>{len(new)} unlabeled pool images queued for new labels this round, beside "
                 f"{int((queue['kind'] != 'new').sum())} relabel items (one budget).</p>"

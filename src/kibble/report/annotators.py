@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kibble.data.classes import ClassList
 from kibble.paths import Workspace
 from kibble.annotation.assess import FEEDBACK_FILE, QUALITY_FILE
 from kibble.report.document import Section, escape, table_html, thumbnail_uri
@@ -56,6 +57,7 @@ def feedback_section(ws: Workspace, round_dir: Path, max_rows: int = 15) -> list
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if table.empty:
         return []
+    display = ClassList.load(ws.classes).display_names if ws.classes.is_file() else {}
     paths = {}
     if ws.manifest.is_file():
         manifest = pd.read_parquet(ws.manifest, columns=["sample_id", "path"])
@@ -70,7 +72,8 @@ def feedback_section(ws: Workspace, round_dir: Path, max_rows: int = 15) -> list
             img = f'<img src="{uri}" alt="{escape(sid)}" title="{escape(sid)}" style="width:96px;height:96px;object-fit:cover">' if uri else escape(sid)
             cards.append(img)
         rows.append(
-            f"<tr><td>{escape(rec['class_a'])} vs {escape(rec['class_b'])}</td><td>{escape(rec['n_ambiguous'])}</td>"
+            f"<tr><td>{escape(display.get(rec['class_a'], rec['class_a']))} vs {escape(display.get(rec['class_b'], rec['class_b']))}</td>"
+            f"<td>{escape(rec['n_ambiguous'])}</td>"
             f"<td>{escape(rec['n_disagreements'])}</td><td>{escape(rec['n_annotators'])}</td>"
             f"<td style='text-align:left'>{escape(rec['notes'])}</td><td>{''.join(cards)}</td></tr>"
         )

@@ -24,7 +24,7 @@ def gate_html(result: dict[str, Any]) -> str:
     return f'<p class="gate verdict-{"pass" if ok else "fail"}">{escape(verdict)}</p>'
 
 
-def summary_section(result: dict[str, Any], extra: dict[str, Any] | None = None) -> Section:
+def summary_section(result: dict[str, Any], extra: dict[str, Any] | None = None, classes: ClassList | None = None) -> Section:
     t = result["targets"]
     cal = result["calibration"]
     thr = cal["threshold"]
@@ -43,7 +43,9 @@ def summary_section(result: dict[str, Any], extra: dict[str, Any] | None = None)
     frame = pd.DataFrame(rows, columns=["metric", "value"])
     body = gate_html(result) + table_html(frame.astype(str))
     if t["failing_classes"]:
-        body += f"<p>Failing classes: {escape(', '.join(t['failing_classes'][:50]))}</p>"
+        display = classes.display_names if classes is not None else {}
+        failing = [display.get(c, c) for c in t["failing_classes"][:50]]
+        body += f"<p>Failing classes: {escape(', '.join(failing))}</p>"
     return Section("Summary", body)
 
 
@@ -96,7 +98,9 @@ def severity_section(result: dict[str, Any], classes: ClassList, out_dir: Path, 
     costly = sorted(sev["per_class"], key=lambda r: -r["cost"])[:15]
     costly = [r for r in costly if r["cost"] > 0]
     if costly:
-        body += "<p>Classes contributing the most cost:</p>" + table_html(pd.DataFrame(costly))
+        frame = pd.DataFrame(costly)
+        frame.insert(1, "name", [classes.display_names.get(c, c) for c in frame["class"]])
+        body += "<p>Classes contributing the most cost:</p>" + table_html(frame)
     return Section("Error severity", body)
 
 
@@ -121,13 +125,15 @@ def slices_section(result: dict[str, Any]) -> Section | None:
     return Section("Slices", body)
 
 
-def evalset_section(checks: dict[str, Any]) -> Section:
+def evalset_section(checks: dict[str, Any], classes: ClassList | None = None) -> Section:
     """The evaluation-set checks: problems first, then counts, coverage and duplicates."""
     verdict = "representative by these checks" if checks["passed"] else f"{len(checks['problems'])} problems"
     body = f'<p class="gate verdict-{"pass" if checks["passed"] else "fail"}">{escape(checks["split"])} split, {checks["n"]} images: {escape(verdict)}</p>'
     if checks["problems"]:
         body += "<ul>" + "".join(f"<li>{escape(p)}</li>" for p in checks["problems"]) + "</ul>"
-    counts = pd.DataFrame({"class": list(checks["images_per_class"]), "images": list(checks["images_per_class"].values())})
+    display = classes.display_names if classes is not None else {}
+    counts = pd.DataFrame({"class": list(checks["images_per_class"]), "name": [display.get(c, c) for c in checks["images_per_class"]],
+                           "images": list(checks["images_per_class"].values())})
     css = ["pass" if n >= checks["min_per_class"] else "fail" for n in counts["images"]]
     body += f"<h3>Images per class (minimum {checks['min_per_class']})</h3>" + table_html(counts, row_classes=css)
     for cov in checks["coverage"]:
@@ -145,7 +151,7 @@ def eval_sections(result: dict[str, Any], classes: ClassList, out_dir: str | Pat
                   checks: dict[str, Any] | None = None, prefix: str = "", extra: dict[str, Any] | None = None) -> list[Section]:
     """All sections of an evaluation; `examples` = kwargs of pair_examples_html for thumbnails."""
     out_dir = Path(out_dir)
-    sections = [summary_section(result, extra), per_class_section(result, classes)]
+    sections = [summary_section(result, extra, classes), per_class_section(result, classes)]
     sections += figures_sections(result, classes, out_dir, prefix)
     sections.append(severity_section(result, classes, out_dir, prefix))
     sections.append(confusions_section(result, classes, examples))
@@ -153,7 +159,7 @@ def eval_sections(result: dict[str, Any], classes: ClassList, out_dir: str | Pat
     if sliced is not None:
         sections.append(sliced)
     if checks is not None:
-        sections.append(evalset_section(checks))
+        sections.append(evalset_section(checks, classes))
     return sections
 
 

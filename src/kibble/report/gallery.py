@@ -77,7 +77,8 @@ def queue_gallery_html(queue: pd.DataFrame, classes: ClassList, data_root: str |
             details = f"<details><summary>guideline: {escape(display.get(str(suggested), suggested))}</summary>{escape(guideline)}</details>"
         data = {
             "rank": item.get("rank", ""), "score": "" if np.isnan(score) else f"{score:.6f}", "strategy": item.get("strategy", ""),
-            "given": "" if is_missing(given) else given, "suggested": "" if is_missing(suggested) else suggested,
+            "given": "" if is_missing(given) else display.get(str(given), given),  # sorted by the names people read
+            "suggested": "" if is_missing(suggested) else display.get(str(suggested), suggested),
         }
         cards.append(card_html(thumb, lines, data, details, title=str(item["sample_id"])))
     strategies = sorted(str(s) for s in shown["strategy"].dropna().unique()) if "strategy" in shown.columns else []

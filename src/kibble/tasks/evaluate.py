@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         result = {"split": split, "workspace": str(ws.root), "evalset": checks}
         atomic_write_json(out_dir / "metrics.json", result)
         if opts.get("report", True):
-            write_report(out_dir / "report.html", "kibble evaluation-set checks", [evalset_section(checks)], f"{split} split of {ws.root}")
+            write_report(out_dir / "report.html", "kibble evaluation-set checks", [evalset_section(checks, classes)], f"{split} split of {ws.root}")
         print_checks(checks)
         return result
     unknown = unknown_target_classes(classes.targets, classes.names)

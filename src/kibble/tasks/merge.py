@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with workspace_lock(ws, task, lock_timeout_of(cfg)):
         classes = ClassList.load(ws.classes)
         manifest = load_manifest(ws.manifest, classes.names)
-        reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"))
+        reviews = read_reviews(path, manifest, classes.names, queue=load_queues(ws.root / "rounds"),
+                               display_names=classes.display_names)
         summary = merge_reviews(ws, reviews, source=str(cfg.review_source), round_index=None if round_index is None else int(round_index),
                                 policy=plain(cfg.get("policy")), origin=str(path), quality=plain(cfg.get("quality")), task=task,
                                 manifest=manifest)
