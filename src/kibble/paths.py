@@ -76,6 +76,14 @@ class Workspace:
         root = Path(self.read_state().get("data_root", "."))
         return root if root.is_absolute() else self.root / root
 
+    @property
+    def feature_root_id(self) -> str:
+        """The image root's part of feature-cache keys (kibble.data.features): the recorded data_root,
+        or `feature_root_id` in the state where a copy reads another workspace's images and cache
+        (the loop's baseline arm, kibble.loop.baseline), so the images are embedded once."""
+        state = self.read_state()
+        return str(state.get("feature_root_id") or state.get("data_root", self.data_root))
+
     def require(self) -> "Workspace":
         """Fail clearly when the workspace has not been imported yet; finish an interrupted transaction."""
         from kibble import KibbleError

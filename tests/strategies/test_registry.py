@@ -9,7 +9,7 @@ from kibble import KibbleError
 from kibble.strategies import cleaning
 from kibble.strategies.registry import CLEANING_STRATEGIES, get_strategy, needs_embeddings, run_strategy
 
-NAMES = ["kfold", "entropy", "self_confidence", "normalized_margin", "confident_learning", "precision", "neighbors"]
+NAMES = ["kfold", "entropy", "self_confidence", "normalized_margin", "confident_learning", "precision", "neighbors", "random"]
 
 
 def _data(n=60, k=3, seed=0):

@@ -77,6 +77,10 @@ def test_loop_cleans_noisy_digits(noisy_loop: dict):
         assert 0.5 <= metrics["queue_precision"] <= 1.0  # most of the queue really is mislabelled
         assert 0.0 < metrics["queue_recall"] <= 1.0
         assert metrics["noise_remaining"] == pytest.approx(summary.loc[r, "noise_remaining"])
+        wall = metrics["wall_s"]  # seconds per step and in all, also in loop_summary.csv
+        assert set(wall) == {"kfold", "queue", "annotate", "merge", "total"} and all(v > 0 for v in wall.values()), wall
+        assert summary.loc[r, "wall_s"] == pytest.approx(wall["total"]) and summary.loc[r, "wall_s_queue"] == pytest.approx(wall["queue"])
+        assert metrics["wrong_before"] - metrics["wrong_after"] == metrics["labels_fixed"] > 0
         assert metrics["oof_accuracy_true"] > metrics["oof_accuracy_given"]  # the model sees through the noise
         shipped = list(compose_config("loop", []).strategy.strategies)  # conf/strategy/default.yaml, chosen by the benchmark
         assert set(metrics["strategies"]) == set(shipped)

@@ -98,6 +98,7 @@ def group_confusion_figure(groups: Sequence[str], matrix: Sequence[Sequence[int]
     return confusion_figure(matrix, groups, title="Confusion between groups (rows: true group)")
 
 
+BASELINE_ARMS = ("random",)  # loop_summary.csv prefixes of baseline arms (kibble.loop.baseline)
 LOOP_CURVES = [
     ("noise_remaining", "noise remaining (share of train labels wrong)"),
     ("queue_precision", "queue precision (share of queued labels that were wrong)"),
@@ -115,7 +116,11 @@ def loop_curves_figure(summary: pd.DataFrame) -> Figure | None:
     rounds = summary["round"].to_numpy()
     for i, (col, title) in enumerate(curves, start=1):
         ax = fig.add_subplot(1, len(curves), i)
-        ax.plot(rounds, summary[col].to_numpy(dtype=float), "o-", color="#335f9c")
+        arms = [n for n in BASELINE_ARMS if f"{n}_{col}" in summary.columns and summary[f"{n}_{col}"].notna().any()]
+        ax.plot(rounds, summary[col].to_numpy(dtype=float), "o-", color="#335f9c", label="strategy queue" if arms else None)
+        for name in arms:  # `kibble loop baseline=random`: the arm with the same budget, dashed
+            ax.plot(rounds, summary[f"{name}_{col}"].to_numpy(dtype=float), "s--", color="#c0504d", label=f"{name} queue")
+            ax.legend(fontsize=7)
         if col == "noise_remaining" and "noise_before" in summary.columns:
             ax.plot(rounds, summary["noise_before"].to_numpy(dtype=float), "o:", color="#999", label="before round")
             ax.legend(fontsize=7)

@@ -56,6 +56,22 @@ def compute_entropy(labels: np.ndarray, probs: np.ndarray) -> StrategyOutput:
                           flagged=np.ones(len(labels), dtype=bool))
 
 
+def random(labels, probs, seed: int = 0) -> StrategyOutput:
+    """The baseline every ranking must beat: a uniformly random order (seeded), all rows flagged.
+
+    A queue taking the top `budget` rows is a uniform random sample of the unsuppressed rows, built by
+    the same queue code as any strategy's (`kibble loop baseline=random` compares against it).
+    suggested = the OOF argmax, the model's guess an annotator sees beside any queued image.
+    """
+    return compute_random(*check_cleaning_inputs(labels, probs), seed=seed)
+
+
+def compute_random(labels: np.ndarray, probs: np.ndarray, seed: int = 0) -> StrategyOutput:
+    """random on inputs that passed check_cleaning_inputs."""
+    score = np.random.default_rng(int(seed)).random(len(labels))
+    return StrategyOutput(score=score, suggested=argmax_rows(probs)[0], flagged=np.ones(len(labels), dtype=bool))
+
+
 def self_confidence(labels, probs) -> StrategyOutput:
     """Low probability on the given label (cleanlab's self-confidence); score = 1 - p[label].
 

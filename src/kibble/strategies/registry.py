@@ -22,6 +22,7 @@ CLEANING_STRATEGIES: dict[str, Callable[..., StrategyOutput]] = {
     "confident_learning": cleaning.confident_learning,
     "precision": cleaning.precision_renormalize,
     "neighbors": cleaning.neighbors,
+    "random": cleaning.random,  # the baseline of `kibble loop baseline=random`
 }
 
 # The same strategies on validated input (cleanlab's `_compute_*` pattern): no second check per strategy.
@@ -32,6 +33,7 @@ _COMPUTE: dict[str, Callable[..., StrategyOutput]] = {
     "normalized_margin": cleaning.compute_normalized_margin,
     "confident_learning": cleaning.compute_confident_learning,
     "precision": cleaning.compute_precision_renormalize,
+    "random": cleaning.compute_random,
 }
 
 # Strategies that read embeddings (N, D) in place of OOF probabilities.

@@ -1,7 +1,10 @@
 """`kibble loop`: cleaning rounds end to end — kfold -> queue -> (simulated) annotator -> merge.
 
 Writes per-round metrics (queue precision/recall, noise remaining, OOF accuracy, per-strategy
-detection metrics when `true_label` exists) and loop_summary.csv; prints a per-round table.
+detection metrics when `true_label` exists, wall seconds per step) and loop_summary.csv; prints a
+per-round table. `baseline=random` runs a random-queue arm with the same budget beside it in
+W/baselines/random/ and shows both arms side by side. The round itself: kibble.loop.clean_round;
+the arm: kibble.loop.baseline.
 """
 
 from __future__ import annotations
@@ -12,117 +15,59 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from kibble import KibbleError
-from kibble.data.classes import ClassList
-from kibble.data.datamodule import trainable_rows
-from kibble.data.manifest import load_manifest
-from kibble.io import atomic_write_csv, read_json
-from kibble.metrics.detection import detection_metrics
+from kibble.annotation.gold import normalise_gold, read_gold_list
 from kibble.config import plain
+from kibble.data.classes import ClassList
+from kibble.data.manifest import load_manifest
+from kibble.io import atomic_write_csv
+from kibble.labels.lock import lock_timeout_of, workspace_lock
+from kibble.loop.baseline import arm_metrics, baseline_round_config, check_baseline, main_queue_budget, open_baseline, side_by_side
+from kibble.loop.clean_round import run_clean_round
 from kibble.paths import Workspace, config_dir
-from kibble.rounds import update_round_metrics
 from kibble.report.round import write_round_report
-from kibble.annotation.crowd import write_assignments
-from kibble.annotation.gold import load_gold, normalise_gold, read_gold_list
-from kibble.labels.lock import lock_timeout_of, workspace_lock, workspace_transaction
-from kibble.labels.merge import merge_reviews
+from kibble.rounds import update_round_metrics
 from kibble.tasks import kfold
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["round", "n_train", "queue_size", "queue_precision", "queue_recall", "noise_before", "noise_remaining", "oof_accuracy_given", "oof_accuracy_true", "test_accuracy", "val_accuracy"]
+TABLE_COLUMNS = ["round", "n_train", "queue_size", "queue_precision", "queue_recall", "noise_before", "noise_remaining", "oof_accuracy_given", "oof_accuracy_true", "test_accuracy", "val_accuracy", "wall_s"]
+ARMS_COLUMNS = {"queue_size": "queue", "wrong_before": "wrong before", "wrong_after": "wrong after", "queue_precision": "precision",
+                "oof_accuracy_true": "OOF acc (truth)", "test_accuracy": "test acc", "wall_s": "wall s"}
 
 
-def noise_rate(manifest: pd.DataFrame) -> float:
-    """Share of trainable train rows whose label differs from the truth."""
-    rows = manifest[trainable_rows(manifest)]
-    return float((rows["label"] != rows["true_label"]).mean()) if len(rows) else float("nan")
+def _train_round(cfg: DictConfig) -> dict:
+    return kfold.run(cfg)  # looked up per call: tests replace kfold.run
 
 
-def strategy_detection(round_dir, manifest: pd.DataFrame, budget: int) -> dict[str, dict]:
-    """Precision/recall at the queue budget, AUPRC and AUROC of every strategy's score on this round."""
-    path = round_dir / "scores.parquet"
-    if not path.is_file():
-        return {}
-    scores = pd.read_parquet(path)
-    truth = manifest.set_index("sample_id")
-    is_noisy = (truth.loc[scores["sample_id"], "label"].to_numpy() != truth.loc[scores["sample_id"], "true_label"].to_numpy())
-    out = {}
-    for col in scores.columns:
-        if col.endswith("_score"):
-            name = col[: -len("_score")]
-            out[name] = detection_metrics(is_noisy, scores[col].to_numpy(), budget=budget, flagged=scores[f"{name}_flagged"].to_numpy())
-    return out
+def _summary_rows(path, done: int) -> list[dict]:
+    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    return [r for r in rows if int(r["round"]) < done]
 
 
-def run_round(cfg: DictConfig, ws: Workspace, classes: ClassList, annotator) -> dict[str, Any]:
-    round_index = ws.current_round()
-    before = load_manifest(ws.manifest, classes.names)
-    noise_before = noise_rate(before)
-    round_cfg = cfg.copy()
-    with open_dict(round_cfg):
-        round_cfg.round = round_index
-    result = kfold.run(round_cfg)
-    if result.get("pending_folds"):
-        raise KibbleError(f"round {round_index}: folds {result['pending_folds']} are not finished; run them, then re-run the loop")
-    round_dir = ws.round_dir(round_index)
-    queue_path = round_dir / "queue.csv"
-    if not queue_path.is_file():
-        raise KibbleError(f"{queue_path}: no queue was built; keep round_callbacks.queue (strategy=...) enabled for the loop")
-    queue = pd.read_csv(queue_path, dtype={"sample_id": str, "given_label": str, "suggested_label": str})
-    noisy_ids = set(before.loc[trainable_rows(before) & (before["label"] != before["true_label"]), "sample_id"])
-    picked = queue[~queue["sample_id"].isin(set(load_gold([round_dir])["sample_id"].astype(str)))]  # gold questions are no strategy's pick
-    hits = int(picked["sample_id"].isin(noisy_ids).sum())
-    if hasattr(annotator, "assign"):  # a crowd (annotation/crowd.py): each item to `overlap` members, recorded in assignments.csv
-        assignments = annotator.assign(queue)
-        write_assignments(round_dir, queue, assignments)
-        reviews = annotator.review(queue, before, classes.names, assignments=assignments)
-    else:
-        reviews = annotator.review(queue, before, classes.names)
-    with workspace_transaction(ws, "kibble loop", lock_timeout_of(cfg)):  # the merge step: reviews, history, manifest, round: one commit
-        atomic_write_csv(round_dir / "reviews.csv", reviews)
-        merged = merge_reviews(ws, reviews, source="simulated", round_index=round_index, policy=plain(cfg.policy),
-                               origin=str(round_dir / "reviews.csv"), quality=plain(cfg.get("quality")), task="kibble loop")
-        if ws.current_round() == round_index:  # nothing new to merge: still move on to the next round
-            ws.set_current_round(round_index + 1)
-    after = load_manifest(ws.manifest, classes.names)
-    metrics = read_json(round_dir / "metrics.json")
-    row = {
-        "round": round_index,
-        "n_train": int(trainable_rows(before).sum()),
-        "queue_size": int(len(queue)),
-        "queue_precision": hits / len(picked) if len(picked) else float("nan"),
-        "queue_recall": hits / len(noisy_ids) if noisy_ids else float("nan"),
-        "noise_before": noise_before,
-        "noise_remaining": noise_rate(after),
-        "oof_accuracy_given": metrics.get("oof_accuracy_given"),
-        "oof_accuracy_true": metrics.get("oof_accuracy_true"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "val_accuracy": metrics.get("val_accuracy"),
-        "labels_changed": merged.get("n_labels_changed"),
-        "annotation_cost": annotator.cost(len(queue)),
-        "annotators_flagged": " ".join(merged.get("annotators_flagged", [])),
-    }
-    detection = strategy_detection(round_dir, before, max(len(picked), 1))
-    with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):  # metrics.json is read, updated, replaced
-        update_round_metrics(round_dir, {**row, "strategies": detection})
-    for name, values in detection.items():
-        row[f"{name}_auprc"] = values.get("auprc")
-    return row
-
-
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], baseline: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="kibble loop: per-round cleaning")
+    console = Console(width=max(Console().width, 170))
+    table = Table(title="kibble loop: per-round cleaning (wall_s: seconds per round)")
     for col in TABLE_COLUMNS:
         table.add_column(col, justify="right")
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in TABLE_COLUMNS])
-    Console(width=max(Console().width, 170)).print(table)
+    console.print(table)
+    if baseline is None:
+        return
+    arms = Table(title=f"kibble loop: strategy vs {baseline} queue, same budget (wrong = train labels that differ from the truth)")
+    arms.add_column("round", justify="right")
+    for label in ARMS_COLUMNS.values():
+        arms.add_column(f"{label}\nstrategy", justify="right")
+        arms.add_column(f"{label}\n{baseline}", justify="right")
+    for row in rows:
+        arms.add_row(_fmt(row.get("round")), *[_fmt(row.get(k)) for c in ARMS_COLUMNS for k in (c, f"{baseline}_{c}")])
+    console.print(arms)
 
 
 def _fmt(value: Any) -> str:
@@ -132,7 +77,11 @@ def _fmt(value: Any) -> str:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run rounds until the workspace has completed `rounds`; with `baseline=random`, after each main
+    round the random arm (W/baselines/random/, kibble.loop.baseline) runs the same round on its copy."""
     mode = str(cfg.get("mode") or "clean")
+    if mode == "active" and cfg.get("baseline") is not None:
+        raise KibbleError(f"baseline={cfg.baseline} is mode=clean's random-queue arm; mode=active compares against active.baseline")
     if mode == "active":  # active learning vs random (issue 6)
         from kibble.tasks import active_loop
 
@@ -142,6 +91,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if (cfg.get("stop") or {}).get("min_gain") is not None:
         raise KibbleError(f"stop.min_gain={cfg.stop.min_gain} stops mode=active loops on the accuracy gained per 100 new labels; "
                           "clean rounds relabel a fixed train set, so drop it (or run mode=active)")
+    baseline = check_baseline(cfg.get("baseline"))
     ws = Workspace(cfg.workspace).require()
     classes = ClassList.load(ws.classes)
     manifest = load_manifest(ws.manifest, classes.names)
@@ -153,18 +103,47 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     gold = normalise_gold(plain(cfg.get("gold")))
     if gold["list"]:  # a bad gold list fails before the first round writes anything
         read_gold_list(gold["list"], manifest, classes.names)
+    report = (cfg.get("round_callbacks") or {}).get("report") is not None
     summary_path = ws.root / "loop_summary.csv"
-    rows = pd.read_csv(summary_path).to_dict("records") if summary_path.is_file() else []
-    rows = [r for r in rows if int(r["round"]) < ws.current_round()]
-    while ws.current_round() < int(cfg.rounds):
-        row = run_round(cfg, ws, classes, annotator)
-        rows.append(row)
-        atomic_write_csv(summary_path, pd.DataFrame(rows))
-        if (cfg.get("round_callbacks") or {}).get("report") is not None:  # re-render: the curves now include this round
-            write_round_report(ws, row["round"])
-        log.info("round %d: queue %d, precision %.3f, noise %.4f -> %.4f", row["round"], row["queue_size"], row["queue_precision"], row["noise_before"], row["noise_remaining"])
-    print_table(rows)
-    return {"rounds": rows, "summary": str(summary_path)}
+    rows = _summary_rows(summary_path, ws.current_round())
+    arm = arm_annotator = None
+    arm_rows: list[dict] = []
+    if baseline is not None:
+        arm = open_baseline(ws, baseline, lock_timeout_of(cfg))
+        arm_annotator = hydra.utils.instantiate(cfg.annotator)  # the same annotator, its own random stream
+        arm_rows = _summary_rows(arm.root / "loop_summary.csv", arm.current_round())
+        start = int((arm.read_state().get("baseline") or {}).get("from_round", 0))
+        if start > 0:  # copied when W was past round 0: the arms start from W's labels of that round
+            log.warning("the %s arm (%s) started from W's labels at round %d; it compares rounds %d.. only", baseline, arm.root, start, start)
+    while True:
+        if arm is not None and arm.current_round() < ws.current_round():  # the arm catches up with the main round
+            r = arm.current_round()
+            budget = main_queue_budget(ws.round_dir(r))
+            row = run_clean_round(baseline_round_config(cfg, arm, baseline, budget, r), arm, classes, arm_annotator, _train_round)
+            arm_rows.append(row)
+            atomic_write_csv(arm.root / "loop_summary.csv", pd.DataFrame(arm_rows))
+            if report:
+                write_round_report(arm, r)
+            with workspace_lock(ws, "kibble loop", lock_timeout_of(cfg)):
+                update_round_metrics(ws.round_dir(r), {"baselines": {baseline: arm_metrics(row, arm)}})
+            log.info("round %d, %s arm: queue %d, precision %.3f, wrong labels %d -> %d", r, baseline, row["queue_size"],
+                     row["queue_precision"], row["wrong_before"], row["wrong_after"])
+        elif ws.current_round() < int(cfg.rounds):
+            row = run_clean_round(cfg, ws, classes, annotator, _train_round)
+            rows.append(row)
+            log.info("round %d: queue %d, precision %.3f, noise %.4f -> %.4f, %.1f s", row["round"], row["queue_size"],
+                     row["queue_precision"], row["noise_before"], row["noise_remaining"], row["wall_s"])
+        else:
+            break
+        atomic_write_csv(summary_path, side_by_side(rows, arm_rows, baseline) if baseline else pd.DataFrame(rows))
+        if report and rows and (arm is None or arm.current_round() >= ws.current_round()):  # re-render once the round's arms are done
+            write_round_report(ws, int(rows[-1]["round"]))
+    table = side_by_side(rows, arm_rows, baseline).to_dict("records") if baseline else rows
+    print_table(table, baseline)
+    result = {"rounds": table, "summary": str(summary_path)}
+    if arm is not None:
+        result["baseline"] = {"name": baseline, "workspace": str(arm.root), "rounds": arm_rows}
+    return result
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="loop")

@@ -121,8 +121,7 @@ def model_outputs(model: L.LightningModule, rows: pd.DataFrame, data_root: Path,
         if ws is not None:
             # the same cache entry `kibble train` / `kibble kfold` use (kibble.training.build.attach_features)
             cache_dir = Path((cfg.get("paths") or {}).get("cache_dir") or ws.cache) / "features"
-            root_id = str(ws.read_state().get("data_root", ws.data_root))
-            _, matrix = embedder.features_for(rows, data_root, cache_dir, root_id=root_id)
+            _, matrix = embedder.features_for(rows, data_root, cache_dir, root_id=ws.feature_root_id)
         else:
             matrix = embedder.embed(rows, data_root)
         dm = RowsDataModule(class_names, features=matrix, batch_size=batch_size, num_workers=0)

@@ -30,8 +30,7 @@ def attach_features(cfg: DictConfig, dm: FeatureDataModule) -> int:
     embedder = hydra.utils.instantiate(cfg.embedder)
     rows = dm.usable(dm.manifest)
     cache_dir = (cfg.get("paths") or {}).get("cache_dir") or dm.workspace.cache
-    root_id = str(dm.workspace.read_state().get("data_root", dm.workspace.data_root))
-    ids, matrix = embedder.features_for(rows, dm.workspace.data_root, Path(cache_dir) / "features", root_id=root_id)
+    ids, matrix = embedder.features_for(rows, dm.workspace.data_root, Path(cache_dir) / "features", root_id=dm.workspace.feature_root_id)
     dm.attach_features(ids, matrix)
     return int(matrix.shape[1])
 

@@ -9,6 +9,7 @@ another still needs it in a collective.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import hydra
@@ -78,9 +79,12 @@ def run_round(cfg: DictConfig) -> dict:
         kround.resume_checkpoint(k)
     log.info("round %d: %d train samples, %d folds -> %s", kround.round_index, len(kround.folds), kround.n_folds, kround.round_dir)
     fold_stats: dict[int, dict] = {}
+    wall_s: dict[str, float] = {}  # seconds per step of this call, for `kibble loop`'s per-round wall times
+    started = time.perf_counter()
     if not cfg.cv.get("assemble_only", False):
         fold_stats = _train_folds(kround, folds, bool(cfg.cv.get("progress", True)) and is_rank_zero())
     barrier("folds done")
+    wall_s["folds"] = time.perf_counter() - started
     pending = [k for k in range(kround.n_folds) if not kround.fold_complete(k)]
     result: dict[str, Any] = {"round": kround.round_index, "round_dir": str(kround.round_dir), "folds_run": sorted(fold_stats), "pending_folds": pending}
     if pending:
@@ -88,6 +92,7 @@ def run_round(cfg: DictConfig) -> dict:
         return result
     if not cfg.cv.get("assemble", True):  # a fold process of `cv.devices`: its parent assembles, once
         return result
+    started = time.perf_counter()
     if is_rank_zero():
         with workspace_lock(kround.ws, "kibble kfold", lock_timeout_of(cfg)):  # the round's shared files: one writer at a time
             oof, predictions = kround.assemble()
@@ -97,15 +102,21 @@ def run_round(cfg: DictConfig) -> dict:
     if not is_rank_zero():
         oof, predictions = kround.read_assembled()
     ctx = RoundContext(kround.ws, kround.round_index, kround.round_dir, kround.manifest, kround.classes, oof, predictions, cfg)
-    for callback in callbacks.values():  # every rank: work that trains under the folds' strategy
+    wall_s["assemble"] = time.perf_counter() - started
+    for name, callback in callbacks.items():  # every rank: work that trains under the folds' strategy
         collective = getattr(callback, "collective", None)
         if collective is not None:
+            started = time.perf_counter()
             collective(ctx)
+            wall_s[f"callback:{name}"] = time.perf_counter() - started
     barrier("round callbacks' collective work done")
     if not is_rank_zero():
         return {"round": kround.round_index, "rank": global_rank()}
     for name, callback in callbacks.items():
+        started = time.perf_counter()
         ctx.results[name] = callback(ctx)
+        wall_s[f"callback:{name}"] = wall_s.get(f"callback:{name}", 0.0) + time.perf_counter() - started
+    result["wall_s"] = wall_s
     summary = ctx.results.get("oof_summary", {})
     result.update(oof=str(kround.round_dir / "oof.parquet"), **{k: v for k, v in summary.items() if not isinstance(v, dict)})
     result["callbacks"] = {k: v for k, v in ctx.results.items() if k != "oof_summary"}
