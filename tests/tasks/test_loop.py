@@ -133,4 +133,4 @@ def test_queue_rebuilt_standalone(noisy_loop: dict, tmp_path: Path):
             for item in pred["result"]:
                 assert item["type"] == "choices" and set(item["value"]["choices"]) <= set(names)
     xml = (round_dir / "labeling_config.xml").read_text()
-    assert "<Choices" in xml and all(f'value="{n}"' in xml for n in names)
+    assert "<Choices" in xml and all(f'value="{n}"' in xml or f'alias="{n}"' in xml for n in names)  # the id: value, or alias beside a display name
