@@ -172,3 +172,35 @@ def test_bare_csv_takes_round_and_given_label_from_its_queue(tmp_path):
     alice, bob = reviews.to_dict("records")
     assert (alice["label"], alice["round"], alice["queue_id"]) == ("fox", 1, "r001-0001")  # by queue_id
     assert (bob["verdict"], bob["round"], bob["queue_id"]) == ("confirmed", 2, "r002-0001")  # latest queue holding s1
+
+
+def test_column_checks_equal_the_row_checks_on_valid_reviews():
+    """validate_reviews checks 10^5-row files column by column; the row-by-row pass (which also words the
+    errors) is the reference: on valid input both must give the same rows."""
+    import numpy as np
+
+    from kibble.labels.reviews import _UNSET, _checked_columns, _checked_rows
+
+    rng = np.random.default_rng(3)
+    n = 400
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "path": "x", "split": "train",
+                             "label": rng.choice(["cat", "dog", "fox", None], n)})
+    classes = ["cat", "dog", "fox"]
+    given = manifest["label"].astype(object).where(manifest["label"].notna(), None).to_numpy(dtype=object)
+    label = np.where(rng.random(n) < 0.5, given, rng.choice(classes, n)).astype(object)
+    label[given == None] = rng.choice(classes, int((given == None).sum()))  # noqa: E711
+    verdict = np.where(label == given, rng.choice(["confirmed", " Confirmed ", ""], n), rng.choice(["corrected", "CORRECTED", ""], n)).astype(object)
+    blank = (verdict != "") & (label == given) & (rng.random(n) < 0.3)
+    label[blank & (given != None)] = None  # noqa: E711  confirmed without a label: takes the given one
+    frame = pd.DataFrame({"sample_id": [f" s{i} " for i in range(n)], "label": label, "verdict": verdict,
+                          "annotator": rng.choice(["ann", "bob "], n), "note": rng.choice(["", "hm", None], n),
+                          "round": rng.choice(["0", "1", "", None], n), "lead_time": rng.choice(["1.5", "", None, "3"], n),
+                          "given_label": [_UNSET] * n})
+    where = [f"line {i + 2}" for i in range(n)]
+    fast = _checked_columns(frame, manifest, classes, where)
+    assert fast is not None
+    rows = pd.DataFrame(_checked_rows(frame, manifest, classes, "r.csv", where, None), columns=fast.columns)
+    pd.testing.assert_frame_equal(fast.astype(object).fillna(np.nan), rows.astype(object).fillna(np.nan), check_dtype=False)
+    broken = frame.copy()
+    broken.loc[7, "sample_id"] = "ghost"
+    assert _checked_columns(broken, manifest, classes, where) is None  # the row pass then words the error

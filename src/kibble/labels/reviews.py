@@ -195,6 +195,73 @@ def validate_reviews(
     if "label" in frame.columns:
         frame["label"] = _labels_to_ids(frame["label"], class_names, display_names, source, where)
     # numpy object arrays first: iterating pandas' Arrow-backed strings costs microseconds per item (1M-row manifests)
+    checked = _checked_columns(frame, manifest, class_names, where)
+    out = checked if checked is not None else _checked_rows(frame, manifest, class_names, source, where, display_names)
+    result = pd.DataFrame(out, columns=REVIEW_COLUMNS + ["_where"])
+    result = _drop_duplicates(result, source)
+    for col in ("sample_id", "label", "verdict", "annotator", "queue_id", "created_at"):
+        result[col] = result[col].astype(object).where(result[col].notna(), None)
+    result["note"] = result["note"].astype(object).fillna("")
+    result["round"] = result["round"].astype("Int64")
+    result["lead_time"] = result["lead_time"].astype("float64")
+    return result[REVIEW_COLUMNS].reset_index(drop=True)
+
+
+def _checked_columns(frame: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], where: list[str]) -> pd.DataFrame | None:
+    """The rules of `_checked_rows`, column by column (10^5-row files in a fraction of a second); None when
+    any row breaks one: the row-by-row pass then names the first such row in its own words."""
+    n = len(frame)
+
+    def column(name: str, convert=None) -> np.ndarray:  # each distinct cell converted once
+        if name not in frame.columns:
+            return np.full(n, None, dtype=object)
+        codes, uniq = pd.factorize(frame[name].to_numpy(dtype=object), use_na_sentinel=True)
+        table = np.array([(convert or _text)(v) for v in uniq] + [(convert or _text)(None)], dtype=object)
+        return table[codes]
+
+    try:
+        lead_time = column("lead_time", lambda v: _float(v, "", "lead_time"))
+        rounds = column("round", lambda v: _int(v, "", "round"))
+    except KibbleError:
+        return None
+    sid, label, annotator = column("sample_id"), column("label"), column("annotator")
+    verdict = column("verdict", lambda v: (_text(v) or "").lower() or None)
+    position = pd.Index(manifest["sample_id"].astype(str).to_numpy(dtype=object)).get_indexer(sid)
+    if pd.isna(sid).any() or (position < 0).any() or pd.isna(annotator).any():
+        return None
+    has_label = ~pd.isna(label)
+    if not pd.Series(label[has_label], dtype=object).isin(class_names).all():  # hashing, not np.isin's sort of objects
+        return None
+    given = manifest["label"].to_numpy(dtype=object)[position]
+    if "given_label" in frame.columns:
+        raw = frame["given_label"].to_numpy(dtype=object)
+        given = np.where(np.array([v is _UNSET for v in raw], dtype=bool), given, raw)
+    codes, uniq = pd.factorize(given, use_na_sentinel=True)
+    given = np.array([_text(v) for v in uniq] + [None], dtype=object)[codes]
+    has_given = ~pd.isna(given)
+    same = has_label & has_given & (label == given)
+    no_verdict = pd.isna(verdict)
+    if (no_verdict & ~has_label).any():
+        return None
+    verdict = np.where(no_verdict, np.where(same, "confirmed", "corrected"), verdict)
+    if not pd.Series(verdict, dtype=object).isin(list(VERDICTS)).all():
+        return None
+    corrected, confirmed = verdict == "corrected", verdict == "confirmed"
+    if (corrected & ~has_label).any() or (confirmed & ~has_label & ~has_given).any() or (confirmed & has_label & ~same).any():
+        return None
+    verdict = np.where(corrected & same, "confirmed", verdict)
+    label = np.where(confirmed & ~has_label, given, label)
+    note = column("note")
+    return pd.DataFrame({
+        "sample_id": sid, "label": label, "verdict": verdict.astype(object), "annotator": annotator,
+        "note": np.where(pd.isna(note), "", note), "queue_id": column("queue_id"), "created_at": column("created_at"),
+        "lead_time": lead_time, "round": rounds, "_where": where,
+    })
+
+
+def _checked_rows(frame: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], source: str, where: list[str],
+                  display_names: Mapping[str, str] | None) -> list[dict]:
+    """The rules one row at a time, raising on the first row that breaks one (see `validate_reviews`)."""
     current = dict(zip(manifest["sample_id"].astype(str).to_numpy(dtype=object), manifest["label"].to_numpy(dtype=object)))
     known_classes = set(class_names)
     has_given = "given_label" in frame.columns
@@ -251,14 +318,7 @@ def validate_reviews(
                 "_where": where[i],
             }
         )
-    result = pd.DataFrame(out, columns=REVIEW_COLUMNS + ["_where"])
-    result = _drop_duplicates(result, source)
-    for col in ("sample_id", "label", "verdict", "annotator", "queue_id", "created_at"):
-        result[col] = result[col].astype(object).where(result[col].notna(), None)
-    result["note"] = result["note"].astype(object).fillna("")
-    result["round"] = result["round"].astype("Int64")
-    result["lead_time"] = result["lead_time"].astype("float64")
-    return result[REVIEW_COLUMNS].reset_index(drop=True)
+    return out
 
 
 def _labels_to_ids(labels: pd.Series, class_names: list[str], display_names: Mapping[str, str] | None,
