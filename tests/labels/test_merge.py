@@ -234,3 +234,19 @@ def test_csv_reviews_map_back_to_their_queue(tmp_path):
     events = load_events(ws.label_events).set_index("annotator")
     assert events.loc["bob", "label"] == "cat" and events.loc["bob", "queue_id"] == "r000-0001"
     assert manifest_of(ws).loc["s1", "label"] == "cat" and Workspace(ws.root).current_round() == 1
+
+
+def test_large_merges_log_each_step_small_ones_stay_quiet(caplog):
+    import logging
+
+    from kibble.labels.merge import _StepLog
+
+    with caplog.at_level(logging.INFO, logger="kibble.labels.merge"):
+        quiet = _StepLog(50, 100, 1_000)
+        quiet("labels resolved")
+        assert not caplog.records
+        step = _StepLog(20_000, 1_000_000, 1_000_000)
+        step("labels resolved", "1,020,000 events")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "merge: 20,000 reviews into 1,000,000 rows (1,000,000 events so far)"
+    assert lines[1].startswith("merge: labels resolved: 1,020,000 events (") and "s in all)" in lines[1]

@@ -128,6 +128,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
                         _human_notes(same_source["note"]))
     } if len(same_source) and implicit else set()
     created = now_utc()
+    step = _StepLog(len(reviews), len(old), len(manifest))
     records, batch_ids = [], set()
     merged_rounds: list[int] = []
     n_duplicates = 0
@@ -164,11 +165,14 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         where = f"round={round_index}" if round_index is not None else f"the review of sample {sid!r} is for round {rnd}"
         raise KibbleError(f"{origin}: {where}, but {ws.root} has rounds 0..{current_round} ({len(out_of_range)} review(s) outside); "
                           f"fix the round to one of 0..{current_round}")
+    step("new events", f"{len(records):,} new answers of {len(reviews):,}")
     assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
     tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
     new = make_events(records)  # checks verdicts and sources
     events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
+    step("annotator quality")
     resolved = resolve_labels(events, pol)
+    step("labels resolved", f"{len(events):,} events")
     updated, to_train = label_view(manifest, resolved)
     updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
 
@@ -190,6 +194,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     empty = classes_without_train(updated, classes.names) if write and manifest_changed else []
     if empty:
         log.warning("%s: %d class(es) without train images after this merge: %s; a model cannot learn them", ws.manifest, len(empty), empty[:5])
+    step("written", "history, manifest and round files staged")
     next_round = max([current_round] + [r + 1 for r in merged_rounds])
     if next_round != current_round:
         ws.set_current_round(next_round)
@@ -237,6 +242,26 @@ def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataF
 
 
 _na = is_missing
+
+
+class _StepLog:
+    """One log line per step of a large merge (>= 10,000 reviews or a 10^5-row workspace): seconds
+    pass without output otherwise, and a user cannot tell a 20 s merge from a hang."""
+
+    def __init__(self, n_reviews: int, n_events: int, n_rows: int):
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._last = self._clock()
+        self._on = n_reviews >= 10_000 or n_rows >= 100_000
+        if self._on:
+            log.info("merge: %s reviews into %s rows (%s events so far)", f"{n_reviews:,}", f"{n_rows:,}", f"{n_events:,}")
+
+    def __call__(self, what: str, detail: str = "") -> None:
+        if self._on:
+            now = self._clock()
+            log.info("merge: %s%s (%.1f s, %.1f s in all)", what, f": {detail}" if detail else "", now - self._last, now - self._start)
+            self._last = now
 
 
 def _columns(frame: pd.DataFrame):
