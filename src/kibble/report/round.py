@@ -96,8 +96,13 @@ def queue_sections(ws: Workspace, round_dir: Path) -> list[Section]:
         return []
     queue = pd.read_csv(path, dtype={"sample_id": str, "given_label": str, "suggested_label": str, "path": str})
     classes = ClassList.load(ws.classes)
+    from kibble.report.review_page import write_review_page
+
+    review = write_review_page(ws, round_dir, queue)
     intro = (f"<p>{len(queue)} images queued for review ({escape(path.name)}). Sort by strategy or score, filter by strategy, "
-             "and scan the suggestions before sending the queue to annotators.</p>")
+             "and scan the suggestions before sending the queue to annotators.</p>"
+             f'<p>Answer the queue yourself, no server needed: open <a href="{escape(review.name)}">{escape(review.name)}</a>, '
+             "answer with the keyboard, download reviews.csv and run <code>kibble merge workspace=W reviews=reviews.csv</code>.</p>")
     return [Section("Queue gallery", intro + queue_gallery_html(queue, classes, ws.data_root, max_items=GALLERY_MAX_ITEMS))]
 
 
