@@ -255,6 +255,18 @@ class KFoldRound:
             write_store(self.round_dir / "predictions.parquet", predictions, {**meta, "ensemble": "mean of fold softmax"})
         return oof, predictions
 
+    def assembled_after_folds(self) -> bool:
+        """True if this round's OOF is complete, of this config, and newer than every fold's file: another
+        job of a multirun (e.g. `hydra/launcher=slurm`, whose last jobs may finish together) already assembled it."""
+        path = self.round_dir / "oof.parquet"
+        if not (path.is_file() and sidecar_path(path).is_file()):
+            return False
+        meta = read_json(sidecar_path(path))
+        if not meta.get("complete") or meta.get("config_hash") != self.config_hash or meta.get("manifest_fingerprint") != self.fingerprint:
+            return False
+        newest_fold = max(self.heldout_path(k).stat().st_mtime_ns for k in range(self.n_folds))
+        return path.stat().st_mtime_ns >= newest_fold
+
     def read_assembled(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         """The OOF and fold-ensemble predictions rank 0 assembled (other ranks read them after a barrier)."""
         oof = read_store(self.round_dir / "oof.parquet", self.classes.names)[0]

@@ -19,7 +19,7 @@ from kibble import KibbleError
 from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.progress import Progress
 from kibble.rounds import RoundContext, update_round_metrics
-from kibble.training.distributed import barrier, global_rank, is_rank_zero, rank_zero_logger
+from kibble.training.distributed import barrier, broadcast_object, global_rank, is_rank_zero, rank_zero_logger
 from kibble.training.kfold import KFoldRound, save_round_config
 
 log = rank_zero_logger(__name__)
@@ -93,11 +93,19 @@ def run_round(cfg: DictConfig) -> dict:
     if not cfg.cv.get("assemble", True):  # a fold process of `cv.devices`: its parent assembles, once
         return result
     started = time.perf_counter()
+    assembled_elsewhere = False
     if is_rank_zero():
         with workspace_lock(kround.ws, "kibble kfold", lock_timeout_of(cfg)):  # the round's shared files: one writer at a time
-            oof, predictions = kround.assemble()
-            save_round_config(cfg, kround.round_dir / "config.yaml")
-            update_round_metrics(kround.round_dir, {"fold_costs": kround.fold_costs()})
+            # one fold job of a multirun: the jobs that find every fold complete race here; the first assembles
+            # and runs the callbacks, the others leave (they would write the same queue and metrics again)
+            assembled_elsewhere = cfg.cv.get("fold") is not None and kround.assembled_after_folds()
+            if not assembled_elsewhere:
+                oof, predictions = kround.assemble()
+                save_round_config(cfg, kround.round_dir / "config.yaml")
+                update_round_metrics(kround.round_dir, {"fold_costs": kround.fold_costs()})
+    if broadcast_object(assembled_elsewhere):
+        log.info("round %d: another job already assembled the OOF after the last fold; nothing left for this one", kround.round_index)
+        return result
     barrier("round assembled")
     if not is_rank_zero():
         oof, predictions = kround.read_assembled()
