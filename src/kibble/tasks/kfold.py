@@ -37,6 +37,6 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="kfold")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
     with ddp_job():  # a multirun's next job starts its own DDP ranks on a fresh port
-        run(cfg)
+        return run(cfg)  # its numbers end up in the multirun's jobs table (kibble.multirun_table)
