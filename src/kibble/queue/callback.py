@@ -7,15 +7,18 @@ queue files run inside the workspace lock, so a merge cannot slip in between (`k
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from kibble import KibbleError
+from kibble.data_issues import ISSUE_COLUMNS, ISSUES, find_data_issues, issue_queue_order
 from kibble.metrics.detection import truth_aware_summary
 from kibble.io import atomic_write_csv, atomic_write_parquet, remove_file
 from kibble.queue.budget import split_budget
-from kibble.queue.builder import build_queue, settled_samples
+from kibble.queue.builder import QUEUE_COLUMNS, build_queue, queue_id, resolve_budget, settled_samples
 from kibble.queue.formats import is_pushed, keep_queue_version, versioned_name, write_queue_files
 from kibble.annotation.gold import GOLD_FILE, load_gold, normalise_gold, round_gold
 from kibble.labels.history import load_events
@@ -41,10 +44,77 @@ def truth_summary(ctx: RoundContext, outputs: dict[str, StrategyOutput], queue: 
         return None
     is_noisy = known & (truth.fillna("").astype(str).to_numpy() != ctx.oof["given_label"].astype(str).to_numpy())
     gold_ids = set(gold_table["sample_id"].astype(str)) if gold_table is not None else set()
-    picks = queue[(queue["kind"] == "relabel") & ~queue["sample_id"].astype(str).isin(gold_ids)]
+    picks = queue[(queue["kind"] != "new") & ~queue["sample_id"].astype(str).isin(gold_ids)]
     position = pd.Series(np.arange(len(ctx.oof)), index=ctx.oof["sample_id"].astype(str).to_numpy())
     rows = position.reindex(picks["sample_id"].astype(str)).dropna().astype(int).to_numpy()
     return truth_aware_summary(is_noisy, outputs, rows, known)
+
+
+DATA_ISSUES_FILE = "data_issues.csv"
+DATA_ISSUE_KEYS = ("budget", "checks", "queue", "near_duplicate_threshold", "outlier_k", "outlier_mads")
+# Issues that enter the queue by default: near-certain image problems. near_duplicate and outlier are
+# found and reported (and named in a relabel row's reason) but queued only when listed in `queue`: they
+# are hints from a still-learning model's embeddings, and some data sets hold many legitimately
+# near-identical images; by default they would displace label picks with unverified flags.
+IMAGE_ISSUES = ("blank", "odd_size", "low_information")
+
+
+def data_issue_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`strategy.data_issues` checked: budget (a share of the queue budget in [0, 1), or a count), checks (found),
+    queue (may enter the queue; default the image checks), thresholds."""
+    settings = dict(settings or {})
+    unknown = set(settings) - set(DATA_ISSUE_KEYS)
+    if unknown:
+        raise KibbleError(f"strategy.data_issues: unknown keys {sorted(unknown)}; use {list(DATA_ISSUE_KEYS)}")
+    budget = settings.get("budget", 0.0)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+        raise KibbleError(f"strategy.data_issues.budget={budget!r}; give a share of the queue budget (e.g. 0.1) or a count (e.g. 20)")
+    checks = list(settings.get("checks") or ISSUES)
+    unknown = set(checks) - set(ISSUES)
+    if unknown:
+        raise KibbleError(f"strategy.data_issues.checks names {sorted(unknown)}; use any of {list(ISSUES)}")
+    queue = list(settings.get("queue") or IMAGE_ISSUES)
+    unknown = set(queue) - set(ISSUES)
+    if unknown:
+        raise KibbleError(f"strategy.data_issues.queue names {sorted(unknown)}; use any of {list(ISSUES)}")
+    return {**settings, "budget": budget, "checks": checks, "queue": queue}
+
+
+def data_issue_rows(ctx: RoundContext, issues: pd.DataFrame, n: int, suppress: set[str], queued: Sequence[str] = IMAGE_ISSUES) -> pd.DataFrame:
+    """Up to n kind=data_issue queue rows for samples with a `queued` issue (first by priority; the reason names all)."""
+    order = issue_queue_order(issues[issues["issue"].isin(list(queued))], suppress).head(int(n))
+    if order.empty:
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
+    oof = ctx.oof.set_index(ctx.oof["sample_id"].astype(str))
+    paths = ctx.manifest.set_index(ctx.manifest["sample_id"].astype(str))["path"]
+    sid = order["sample_id"].astype(str)
+    reasons = issue_queue_order(issues).set_index("sample_id")["reason"]
+    order["reason"] = sid.map(reasons).to_numpy()
+    return pd.DataFrame({
+        "queue_id": [queue_id(ctx.round_index, s, "data_issue") for s in sid], "round": int(ctx.round_index),
+        "rank": np.arange(1, len(order) + 1), "sample_id": sid.to_numpy(), "path": paths.reindex(sid).to_numpy(),
+        "given_label": oof["given_label"].reindex(sid).to_numpy(), "suggested_label": None,
+        "score": order["score"].astype(float).to_numpy(), "strategy": "data_issues", "reason": order["reason"].to_numpy(),
+        "kind": "data_issue",
+    })[QUEUE_COLUMNS]
+
+
+def tag_data_issues(queue: pd.DataFrame, issues: pd.DataFrame, queued: Sequence[str] = IMAGE_ISSUES) -> pd.DataFrame:
+    """Relabel rows of samples with a data issue name it in their reason; those with a `queued` issue
+    (by default blank / odd-size / low-information: no relabelling fixes those images) become kind=data_issue."""
+    if issues.empty or queue.empty:
+        return queue
+    order = issue_queue_order(issues).set_index("sample_id")
+    queue = queue.copy()
+    sid = queue["sample_id"].astype(str)
+    hit = (queue["kind"] == "relabel") & sid.isin(order.index)
+    if not hit.any():
+        return queue
+    queue.loc[hit, "reason"] = sid[hit].map(order["reason"]) + "; " + queue.loc[hit, "reason"].astype(str)
+    image = hit & sid.isin(set(issues.loc[issues["issue"].isin(list(queued)), "sample_id"].astype(str)))
+    queue.loc[image, "kind"] = "data_issue"
+    queue.loc[image, "queue_id"] = [queue_id(int(r), s, "data_issue") for r, s in zip(queue.loc[image, "round"], sid[image])]
+    return queue
 
 
 class BuildQueue:
@@ -67,6 +137,7 @@ class BuildQueue:
         new_params: Mapping[str, Mapping[str, Any]] | None = None,
         new_quotas: Mapping[str, float] | None = None,
         gold: Mapping[str, Any] | None = None,
+        data_issues: Mapping[str, Any] | None = None,
     ):
         self.strategies = list(strategies)
         self.budget = budget
@@ -79,6 +150,8 @@ class BuildQueue:
         self.new_strategies = list(new_strategies)
         self.new_params = {k: dict(v) for k, v in (new_params or {}).items()}
         self.new_quotas = dict(new_quotas) if new_quotas else None
+        # image / embedding problems (kibble.data_issues): always found and written; budget: their queue share
+        self.data_issues = data_issue_settings(data_issues)
         self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, annotation/gold.py)
         for name in self.strategies:  # a typo fails here, before the round trains, not after
             if name == COMBINE:
@@ -125,23 +198,40 @@ class BuildQueue:
             outputs = {n: mixed if n == COMBINE else outputs[n] for n in self.strategies}  # config order
         return outputs
 
+    def find_issues(self, ctx: RoundContext) -> pd.DataFrame:
+        """The round's data-issues table: image checks always, near-duplicates and outliers when the OOF has embeddings."""
+        from kibble.data.manifest import resolve_image_path
+
+        settings = {k: v for k, v in self.data_issues.items() if k not in ("budget", "queue")}
+        paths = ctx.manifest.set_index(ctx.manifest["sample_id"].astype(str))["path"].reindex(ctx.oof["sample_id"].astype(str))
+        root = ctx.workspace.data_root
+        files = [None if pd.isna(p) else resolve_image_path(str(p), root) for p in paths]
+        files = [f if f is not None else Path("/nonexistent") for f in files]
+        return find_data_issues(ctx.oof["sample_id"].astype(str).tolist(), files, ctx.embeddings(), **settings)
+
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
         outputs = self.score(ctx)
+        issues = self.find_issues(ctx)
         cfg = ctx.cfg if ctx.cfg is not None else {}
         with workspace_transaction(ctx.workspace, f"kibble {cfg.get('task_name') or 'queue'}", lock_timeout_of(cfg)):  # all queue files or none
-            return self._write(ctx, outputs)
+            return self._write(ctx, outputs, issues)
 
-    def _write(self, ctx: RoundContext, outputs: dict[str, StrategyOutput]) -> dict[str, Any]:
+    def _write(self, ctx: RoundContext, outputs: dict[str, StrategyOutput], issues: pd.DataFrame | None = None) -> dict[str, Any]:
         """The queue from the strategies' outputs, written to rounds/NNN/; the caller holds the workspace lock."""
         oof = ctx.oof
         suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
         split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))
         budget = split.relabel
         paths = ctx.manifest.set_index("sample_id")["path"].reindex(oof["sample_id"]).tolist()
+        issues = issues if issues is not None else pd.DataFrame(columns=ISSUE_COLUMNS)
+        share = self.data_issues["budget"]  # a share of the relabel budget: the queue keeps its size
+        n_issue = min(budget, int(round(share * budget)) if isinstance(share, float) and share < 1 else resolve_budget(share, budget))
+        issue_rows = data_issue_rows(ctx, issues, n_issue, suppress, self.data_issues["queue"])
         queue = build_queue(
-            oof["sample_id"].tolist(), oof["given_label"].tolist(), outputs, ctx.classes.names, budget,
-            round_index=ctx.round_index, quotas=self.quotas, suppress=suppress, paths=paths,
+            oof["sample_id"].tolist(), oof["given_label"].tolist(), outputs, ctx.classes.names, budget - len(issue_rows),
+            round_index=ctx.round_index, quotas=self.quotas, suppress=suppress | set(issue_rows["sample_id"]), paths=paths,
         )
+        queue = concat_queues(tag_data_issues(queue, issues, self.data_issues["queue"]), issue_rows)
         if split.new:  # one budget: relabel items, then new labels for pool images (kind=new)
             new_queue, _ = round_new_queue(ctx, self.new_strategies, split.new, self.new_params, self.new_quotas, suppress, seed=ctx.round_index)
             queue = concat_queues(queue, new_queue)
@@ -157,6 +247,7 @@ class BuildQueue:
             scores[f"{name}_flagged"] = out.flagged.astype(bool)
             scores[f"{name}_suggested"] = out.suggested.astype(np.int64)
         atomic_write_parquet(ctx.round_dir / "scores.parquet", scores)
+        atomic_write_csv(ctx.round_dir / DATA_ISSUES_FILE, issues[ISSUE_COLUMNS])
         gold_path = ctx.round_dir / GOLD_FILE
         if pushed and gold_path.is_file() and gold_table is not None:  # answers to the old version's gold rows stay gold (never vote)
             gold_table = pd.concat([gold_table, load_gold([ctx.round_dir])], ignore_index=True).drop_duplicates("sample_id")
@@ -169,6 +260,8 @@ class BuildQueue:
             "queue_budget": budget,
             "queue_suppressed": int(len(suppress)),
             "queue_by_strategy": queue["strategy"].value_counts().to_dict(),
+            "data_issues": issues["issue"].value_counts().to_dict(),
+            "queue_data_issue": int((queue["kind"] == "data_issue").sum()),
         }
         if version is not None:
             summary["queue_replaced_version"] = version

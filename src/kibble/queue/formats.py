@@ -43,7 +43,7 @@ QUEUE_COLUMNS = [
 ]
 NAME_COLUMNS = {"given_label": "given_name", "suggested_label": "suggested_name"}  # id column -> human column
 NO_CLASS = "none"  # what the Label Studio header shows for a missing given label or suggestion
-KINDS = ("relabel", "new")
+KINDS = ("relabel", "new", "data_issue")  # data_issue: an image problem (kibble.data_issues), not a label
 QUEUE_CSV = "queue.csv"
 QUEUE_LABELSTUDIO = "queue.labelstudio.json"
 LABELING_CONFIG = "labeling_config.xml"

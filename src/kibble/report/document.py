@@ -140,6 +140,7 @@ def thumbnail_uri(path: str | Path, size: int = 160) -> str | None:
 
     try:
         with Image.open(path) as image:
+            image.draft("RGB", (size, size))  # a JPEG decodes at 1/2..1/8 scale: a huge scan stays cheap
             image = ImageOps.exif_transpose(image).convert("RGB")  # as the model saw it: upright
             image.thumbnail((size, size))
             buffer = io.BytesIO()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # (ws, round_dir) -> list[Section], rendered in order after the core sections
 ROUND_SECTIONS: list[str] = [
     "kibble.report.round:queue_sections",
+    "kibble.report.round:data_issue_sections",
     "kibble.report.round:test_sections",
     "kibble.report.round:loop_sections",
     "kibble.report.round:cost_sections",
@@ -104,6 +105,39 @@ def queue_sections(ws: Workspace, round_dir: Path) -> list[Section]:
              f'<p>Answer the queue yourself, no server needed: open <a href="{escape(review.name)}">{escape(review.name)}</a>, '
              "answer with the keyboard, download reviews.csv and run <code>kibble merge workspace=W reviews=reviews.csv</code>.</p>")
     return [Section("Queue gallery", intro + queue_gallery_html(queue, classes, ws.data_root, max_items=GALLERY_MAX_ITEMS))]
+
+
+def data_issue_sections(ws: Workspace, round_dir: Path, per_issue: int = 6, thumb_size: int = 120) -> list[Section]:
+    """Data issues beyond labels (rounds/NNN/data_issues.csv, kibble.data_issues): counts per issue and
+    the first few images of each, most severe first."""
+    from kibble.data.manifest import resolve_image_path
+    from kibble.data_issues import ISSUES
+    from kibble.report.document import thumbnail_uri
+    from kibble.report.gallery import card_html
+
+    path = round_dir / "data_issues.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype={"sample_id": str, "issue": str, "detail": str})
+    if table.empty:
+        return [Section("Data issues", "<p>No data issues found: no blank, low-information, odd-size, near-duplicate or outlier images.</p>")]
+    manifest = pd.read_parquet(ws.manifest, columns=["sample_id", "path"]) if Path(ws.manifest).is_file() else None
+    paths = manifest.astype({"sample_id": str}).drop_duplicates("sample_id").set_index("sample_id")["path"] if manifest is not None else pd.Series(dtype=str)
+    counts = table["issue"].value_counts()
+    order = [i for i in ISSUES if i in counts.index] + [i for i in counts.index if i not in ISSUES]
+    body = (f"<p>{len(table)} issues on {table['sample_id'].nunique()} images ({escape(path.name)}); a share of the queue "
+            "(<code>strategy.data_issues.budget</code>) lists them as <code>kind=data_issue</code>.</p>")
+    body += table_html(pd.DataFrame({"issue": order, "images": [int(counts[i]) for i in order]}))
+    for issue in order:
+        rows = table[table["issue"] == issue].head(int(per_issue))
+        cards = []
+        for row in rows.itertuples(index=False):
+            rel = paths.get(row.sample_id)
+            thumb = thumbnail_uri(resolve_image_path(str(rel), ws.data_root), thumb_size) if isinstance(rel, str) else None
+            cards.append(card_html(thumb, [escape(row.sample_id), f"score {float(row.score):.3f}", f'<span class="reason">{escape(row.detail)}</span>'],
+                                   title=str(row.sample_id)))
+        body += f"<h3>{escape(issue)}: {int(counts[issue])} images</h3>" + f'<div class="gallery pairs">{"".join(cards)}</div>'
+    return [Section("Data issues", body)]
 
 
 def loop_sections(ws: Workspace, round_dir: Path) -> list[Section]:
