@@ -90,3 +90,17 @@ def test_relaunched_child_finds_its_task(tmp_path: Path):
             os.environ["KIBBLE_TASK"] = env_task
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "ws" / "manifest.parquet").is_file()
+
+
+def test_tasks_without_a_trainer_import_neither_torch_nor_lightning():
+    """They skip the DDP relaunch patch (kibble.cli.NO_TRAINER): a `kibble merge` should not pay seconds of imports."""
+    import subprocess
+    import sys
+
+    from kibble.cli import NO_TRAINER, TASKS
+
+    modules = [TASKS[t][0] for t in sorted(NO_TRAINER)]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

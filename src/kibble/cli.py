@@ -27,7 +27,8 @@ TASKS: dict[str, tuple[str, str]] = {
 
 
 # tasks that never start a Trainer: no DDP relaunch patch, whose torch + Lightning import costs seconds
-NO_TRAINER = frozenset({"status"})
+# (tests/test_cli.py checks their modules import neither)
+NO_TRAINER = frozenset({"status", "merge", "import", "labelstudio", "report"})
 
 _TASK_ENV = "KIBBLE_TASK"
 
