@@ -121,3 +121,31 @@ def test_find_data_issues_table_and_queue_order(tmp_path):
     assert "of s04" in table.loc[table["sample_id"] == "s09", "detail"].iloc[0]
     order = issue_queue_order(table, exclude={"s04"})
     assert "s04" not in set(order["sample_id"]) and order["sample_id"].is_unique
+
+
+def test_image_stats_are_cached_and_a_replaced_image_is_read_again(tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image
+
+    import kibble.data_issues as di
+
+    paths = []
+    for i, colour in enumerate([(0, 0, 0), (200, 10, 10)]):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (40, 30), colour).save(path)
+        paths.append(path)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(noise)
+    paths.append(noise)
+    cache = tmp_path / "cache" / "image_stats.parquet"
+    first = di.cached_image_stats(paths, cache)
+    pd.testing.assert_frame_equal(first, di.image_stats(paths), check_dtype=False)
+    read = []
+    original = di.image_stats
+    monkeypatch.setattr(di, "image_stats", lambda p, **kw: read.append(list(p)) or original(p, **kw))
+    assert di.cached_image_stats(paths, cache).equals(first) and read == []  # nothing read again
+    Image.new("RGB", (40, 30), (0, 0, 0)).save(noise)  # replaced: now blank
+    os.utime(noise, ns=(os.stat(noise).st_atime_ns, os.stat(noise).st_mtime_ns + 10**9))
+    again = di.cached_image_stats(paths + [tmp_path / "gone.png"], cache)
+    assert read == [[str(noise), str(tmp_path / "gone.png")]] and again.loc[2, "std"] == 0 and not again.loc[3, "readable"]

@@ -207,7 +207,8 @@ class BuildQueue:
         root = ctx.workspace.data_root
         files = [None if pd.isna(p) else resolve_image_path(str(p), root) for p in paths]
         files = [f if f is not None else Path("/nonexistent") for f in files]
-        return find_data_issues(ctx.oof["sample_id"].astype(str).tolist(), files, ctx.embeddings(), **settings)
+        return find_data_issues(ctx.oof["sample_id"].astype(str).tolist(), files, ctx.embeddings(),
+                                image_cache=ctx.workspace.cache / "image_stats.parquet", **settings)
 
     def __call__(self, ctx: RoundContext) -> dict[str, Any]:
         outputs = self.score(ctx)
