@@ -1,0 +1,104 @@
+"""The README's path for your own folder of images, timed: five commands from import to a merged first round.
+
+    python scripts/time_own_folder.py [--per-class 100] [--workdir /tmp/own_folder]
+
+Builds a folder like a user's (DIR/<class>/<image>, symlinks to `--per-class` Imagewoof train images of
+each of its 10 classes; needs ../shared/data/imagewoof), then runs, as a user would, each as its own
+`kibble` process:
+  1. kibble import source=image_folder source.root=DIR workspace=W
+  2. kibble kfold workspace=W experiment=imagewoof_features     (embeds every image once, 5 folds, the queue)
+  3. kibble status workspace=W
+  4. kibble report workspace=W round=0                           (report.html + review.html)
+  5. kibble merge workspace=W reviews=reviews.csv                 (a reviewer who takes every suggestion)
+and records wall time per command (start-up included) in docs/benchmarks.md, section "Your own folder".
+A second `kibble kfold` on the same workspace shows what a round costs once the embeddings are cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLE = "Your own folder: five commands from import to a merged first round (scripts/time_own_folder.py)"
+
+
+def build_folder(source: Path, target: Path, per_class: int) -> int:
+    n = 0
+    for class_dir in sorted(p for p in (source / "train").iterdir() if p.is_dir()):
+        out = target / class_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            (out / image.name).symlink_to(image.resolve())
+            n += 1
+    return n
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, str]:
+    kibble = str(Path(sys.executable).with_name("kibble"))
+    start = time.perf_counter()
+    out = subprocess.run([kibble, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        raise SystemExit(f"kibble {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return seconds, (out.stdout + out.stderr).strip().splitlines()[-1] if (out.stdout + out.stderr).strip() else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kibble_own_folder"))
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    source = ROOT.parent / "shared" / "data" / "imagewoof"
+    if not source.is_dir():
+        print(f"SKIP: {source} not found")
+        return
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    folder, ws = args.workdir / "my_images", args.workdir / "W"
+    n = build_folder(source, folder, args.per_class)
+    steps = [
+        ("kibble import source=image_folder source.root=DIR workspace=W", ["import", "source=image_folder", f"source.root={folder}", f"workspace={ws}"]),
+        ("kibble kfold workspace=W experiment=imagewoof_features", ["kfold", f"workspace={ws}", "experiment=imagewoof_features"]),
+        ("kibble status workspace=W", ["status", f"workspace={ws}"]),
+        ("kibble report workspace=W round=0", ["report", f"workspace={ws}", "round=0"]),
+    ]
+    rows = []
+    for shown, argv in steps:
+        seconds, last = timed(argv, args.workdir)
+        rows.append({"command": f"`{shown}`", "s": seconds, "last line": last[:110]})
+        print(f"{seconds:7.1f} s  {shown}", flush=True)
+    queue = pd.read_csv(ws / "rounds" / "000" / "queue.csv", dtype=str, keep_default_na=False)
+    reviews = args.workdir / "reviews.csv"  # a reviewer who takes the model's suggestion for every queued image
+    pd.DataFrame({"sample_id": queue["sample_id"], "label": queue["suggested_label"], "verdict": "",
+                  "annotator": "reviewer", "round": queue["round"]}).to_csv(reviews, index=False)
+    seconds, last = timed(["merge", f"workspace={ws}", f"reviews={reviews}"], args.workdir)
+    rows.append({"command": "`kibble merge workspace=W reviews=reviews.csv`", "s": seconds, "last line": last[:110]})
+    seconds, last = timed(["kfold", f"workspace={ws}", "experiment=imagewoof_features"], args.workdir)
+    rows.append({"command": "(next round) `kibble kfold workspace=W experiment=imagewoof_features`, embeddings cached", "s": seconds, "last line": last[:110]})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if args.no_record:
+        return
+    from kibble.benchmarks import record
+
+    record(TITLE, table, [
+        f"A folder of {n:,} images: {args.per_class} of each of Imagewoof's 10 classes (train split), as DIR/<class>/<image>; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (a shared 2-core machine: other jobs ran too).",
+        "Each command is its own process, start-up and imports included (about 3-10 s of each on this machine). "
+        "The first k-fold embeds every image with tf_efficientnet_lite0 at 224 px on the CPU: that is most of its time; "
+        "the next round reads the cache. Not measured on a GPU (no GPU was lent to this session).",
+        "The merge's reviews take the model's suggestion for every queued image (an empty verdict: kibble infers "
+        "confirmed or corrected).",
+    ])
+
+
+if __name__ == "__main__":
+    main()
