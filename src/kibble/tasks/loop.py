@@ -51,10 +51,10 @@ def print_table(rows: list[dict], baseline: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 170))
+    console = Console(width=max(Console().width, 240))  # a log file gets whole column names, not wrapped ones
     table = Table(title="kibble loop: per-round cleaning (wall_s: seconds per round)")
     for col in TABLE_COLUMNS:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in TABLE_COLUMNS])
     console.print(table)
