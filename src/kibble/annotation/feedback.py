@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from kibble.annotation.quality import human_note, parse_tag
+from kibble.annotation.quality import human_note, human_notes, parse_tag
 from kibble.values import is_missing, iter_records
 
 FEEDBACK_COLUMNS = ["class_a", "class_b", "n_ambiguous", "n_disagreements", "n_total", "n_annotators", "notes", "examples"]
@@ -67,7 +67,7 @@ def guideline_feedback(events: pd.DataFrame, queue: pd.DataFrame | None = None, 
     # one pass over plain arrays (a pandas group per item costs ~1 ms: minutes at 10^5 disagreeing items)
     labels = latest["_label"].to_numpy(dtype=object)
     whos = latest["annotator"].to_numpy(dtype=object)
-    notes = [human_note(n) for n in latest["note"].to_numpy(dtype=object)] if "note" in latest.columns else [""] * len(latest)
+    notes = human_notes(latest["note"]) if "note" in latest.columns else [""] * len(latest)
     sids = latest["sample_id"].astype(str).to_numpy(dtype=object)
     codes = latest.groupby(item, sort=False).ngroup().to_numpy()
     bounds = np.r_[0, np.flatnonzero(np.diff(codes)) + 1, len(codes)]

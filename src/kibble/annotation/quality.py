@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import map_distinct
 
 QUALITY_COLUMNS = [
     "annotator", "n_answers", "gold_n", "gold_correct", "gold_accuracy", "weight",
@@ -302,6 +304,11 @@ def human_note(note) -> str:
     if not isinstance(note, str):
         return ""
     return _TAG.sub("", note).strip()
+
+
+def human_notes(notes: Any) -> np.ndarray:
+    """human_note of each note, computed once per distinct note (most notes repeat or are empty)."""
+    return map_distinct(notes, human_note, missing=human_note(None))
 
 
 def with_tag(note, tag: str) -> str:

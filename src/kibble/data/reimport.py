@@ -30,7 +30,7 @@ from kibble.data.sources import inject_noise, make_pool, pool_from_folder
 from kibble.data.taxonomy import taxonomy_for
 from kibble.io import atomic_write_json, atomic_write_parquet, read_json
 from kibble.labels.archive import archive_workspace, carried_history
-from kibble.labels.history import append_events, initial_events, load_events
+from kibble.labels.history import append_events, initial_events
 from kibble.labels.lock import DEFAULT_TIMEOUT, workspace_transaction
 from kibble.labels.merge import label_view
 from kibble.labels.policy import resolve_labels
@@ -222,7 +222,7 @@ def _append(ws: Workspace, plan: ImportPlan) -> dict[str, Any]:
         rows = plan.frame.copy()
         if "excluded" in existing.columns:
             rows["excluded"] = False
-        append_events(ws.label_events, initial_events(rows), existing=load_events(ws.label_events))
+        append_events(ws.label_events, initial_events(rows))
         save_manifest(pd.concat([existing, rows], ignore_index=True), ws.manifest, classes.names)
     path = ws.root / "import_report.json"
     first = read_json(path) if path.is_file() else {}

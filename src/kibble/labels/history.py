@@ -86,12 +86,12 @@ def load_events(path: str | Path) -> pd.DataFrame:
     return events
 
 
-def append_events(path: str | Path, new: pd.DataFrame, existing: pd.DataFrame | None = None) -> None:
+def append_events(path: str | Path, new: pd.DataFrame) -> None:
     """Append (never rewrite earlier rows); the write is atomic.
 
-    Call it inside the workspace lock (`kibble.labels.lock`). The earlier rows are copied as Arrow
-    record batches, not through pandas: appending 10^5 events to a 10^6-event history takes about a
-    second. `existing` is accepted for callers that read the history already (unused: the file is the truth).
+    Call it inside the workspace lock (`kibble.labels.lock`). The earlier rows are copied from the file
+    as Arrow record batches, not through pandas: appending 10^5 events to a 10^6-event history takes
+    about a second.
     """
     path = Path(path)
     new = new[EVENT_COLUMNS].reset_index(drop=True)

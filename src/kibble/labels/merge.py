@@ -22,7 +22,7 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.annotation.assess import assess_rounds, tag_records, write_assessments
-from kibble.annotation.quality import human_note
+from kibble.annotation.quality import human_notes
 from kibble.data.classes import ClassList
 from kibble.data.manifest import classes_without_train, load_manifest, validate_manifest
 from kibble.io import atomic_write_parquet
@@ -32,7 +32,7 @@ from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
-from kibble.values import is_missing
+from kibble.values import is_missing, map_distinct
 
 log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
@@ -125,7 +125,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     recorded_answers = {  # only answers without a round are matched this way (a hash per earlier answer: skip when none)
         _answer_key(*(None if _na(v) else v for v in vals))
         for vals in zip(*(same_source[c].to_numpy(dtype=object) for c in ("sample_id", "label", "verdict", "annotator", "source")),
-                        _human_notes(same_source["note"]))
+                        human_notes(same_source["note"]))
     } if len(same_source) and implicit else set()
     created = now_utc()
     step = _StepLog(len(reviews), len(old), len(manifest))
@@ -187,7 +187,7 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     if write and policy_change is not None:
         record_policy(ws, policy_change, task or default_task(), int(changed.sum()))
     if len(new):
-        append_events(ws.label_events, new, existing=old)
+        append_events(ws.label_events, new)
     if write and manifest_changed:
         atomic_write_parquet(ws.manifest, updated)  # validated above (save_manifest would check it again)
     flagged = write_assessments(ws, assessed, events) if assessed and write else {}
@@ -265,26 +265,13 @@ class _StepLog:
 
 
 def _columns(frame: pd.DataFrame):
-    """column(name, convert=_opt) -> that column's values as a list, converted once per distinct value
-    (None for a column the table lacks)."""
-    def column(name: str, convert=_opt) -> list:
+    """column(name, convert=_opt) -> that column's values, converted once per distinct value (missing: None;
+    convert=None: as they are; a column the table lacks: all None)."""
+    def column(name: str, convert=_opt) -> np.ndarray:
         if name not in frame.columns:
-            return [None] * len(frame)
-        values = frame[name].to_numpy(dtype=object)
-        if convert is None:
-            return list(values)
-        codes, uniq = pd.factorize(values, use_na_sentinel=True)
-        table = [convert(v) for v in uniq] + [convert(None) if convert is _opt else None]
-        return [table[c] for c in codes]
+            return np.full(len(frame), None, dtype=object)
+        return frame[name].to_numpy(dtype=object) if convert is None else map_distinct(frame[name], convert)
     return column
-
-
-def _human_notes(notes: pd.Series) -> list[str]:
-    """human_note of each note, computed once per distinct note (most notes repeat or are empty)."""
-    raw = notes.to_numpy(dtype=object)
-    codes, uniq = pd.factorize(raw, use_na_sentinel=True)
-    table = [human_note(v) for v in uniq] + [human_note(None)]
-    return [table[c] for c in codes]
 
 
 def _differs(before: pd.Series, after: pd.Series) -> np.ndarray:

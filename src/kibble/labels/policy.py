@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.values import is_missing
+from kibble.values import is_missing, map_distinct
 from kibble.labels.history import SOURCES
 from kibble.annotation.quality import parse_tag
 
@@ -170,8 +170,7 @@ def _weights(notes: pd.Series | None, n: int, weighting: str) -> np.ndarray:
 
     if notes is None:
         return np.full(n, weight(None))
-    codes, uniq = pd.factorize(notes.to_numpy(dtype=object) if notes.dtype == object else notes, use_na_sentinel=True)
-    return np.array([weight(v) for v in uniq] + [weight(None)], dtype=float)[codes]
+    return map_distinct(notes, weight, missing=weight(None)).astype(float)
 
 
 def _weight(note, weighting: str) -> float | None:

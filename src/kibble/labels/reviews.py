@@ -34,7 +34,7 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.data.classes import class_lookup, shown_names
-from kibble.values import iter_records, optional_text
+from kibble.values import iter_records, map_distinct, optional_text
 from kibble.labels.history import VERDICTS
 
 REVIEW_COLUMNS = ["sample_id", "label", "verdict", "annotator", "note", "queue_id", "created_at", "lead_time", "round"]
@@ -212,12 +212,8 @@ def _checked_columns(frame: pd.DataFrame, manifest: pd.DataFrame, class_names: l
     any row breaks one: the row-by-row pass then names the first such row in its own words."""
     n = len(frame)
 
-    def column(name: str, convert=None) -> np.ndarray:  # each distinct cell converted once
-        if name not in frame.columns:
-            return np.full(n, None, dtype=object)
-        codes, uniq = pd.factorize(frame[name].to_numpy(dtype=object), use_na_sentinel=True)
-        table = np.array([(convert or _text)(v) for v in uniq] + [(convert or _text)(None)], dtype=object)
-        return table[codes]
+    def column(name: str, convert=_text) -> np.ndarray:  # each distinct cell converted once; every convert gives None for a missing one
+        return map_distinct(frame[name], convert) if name in frame.columns else np.full(n, None, dtype=object)
 
     try:
         lead_time = column("lead_time", lambda v: _float(v, "", "lead_time"))
@@ -236,8 +232,7 @@ def _checked_columns(frame: pd.DataFrame, manifest: pd.DataFrame, class_names: l
     if "given_label" in frame.columns:
         raw = frame["given_label"].to_numpy(dtype=object)
         given = np.where(np.array([v is _UNSET for v in raw], dtype=bool), given, raw)
-    codes, uniq = pd.factorize(given, use_na_sentinel=True)
-    given = np.array([_text(v) for v in uniq] + [None], dtype=object)[codes]
+    given = map_distinct(given, _text)
     has_given = ~pd.isna(given)
     same = has_label & has_given & (label == given)
     no_verdict = pd.isna(verdict)
