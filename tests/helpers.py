@@ -100,3 +100,25 @@ def write_noise_jpegs(folder: Path, names: list[str], size: int = 32, seed: int 
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, format="JPEG")
         out.append(path)
     return out
+
+
+def synthetic_oof(rng, n: int, classes: list[str], adjust=None):
+    """A round's OOF and manifest for queue tests: n train rows cycling through `classes`, softmax rows
+    leaning to the given class, embeddings clustered by class. `adjust(probs)` edits the rows before they
+    are normalised. Returns (oof, manifest, labels, probs, emb)."""
+    import numpy as np
+    import pandas as pd
+
+    k = len(classes)
+    labels = np.arange(n) % k
+    probs = rng.dirichlet(np.ones(k), size=n)
+    probs[np.arange(n), labels] += 1.5
+    if adjust is not None:
+        adjust(probs)
+    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    emb = (5 * np.eye(k)[labels] + rng.standard_normal((n, k))).astype(np.float32)
+    ids = [f"s{i:03d}" for i in range(n)]
+    given = [classes[i] for i in labels]
+    oof = pd.DataFrame({"sample_id": ids, "fold": np.arange(n) % 5, "given_label": given, "probs": list(probs), "embedding": list(emb)})
+    manifest = pd.DataFrame({"sample_id": ids, "path": [f"img/{s}.png" for s in ids], "label": given, "split": "train"})
+    return oof, manifest, labels, probs, emb

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import synthetic_oof
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.paths import Workspace
@@ -18,16 +19,7 @@ CLASSES = ["a", "b", "c"]
 
 
 def _ctx(tmp_path, n=120):
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 3
-    probs = rng.dirichlet(np.ones(3), size=n)
-    probs[np.arange(n), labels] += 1.5
-    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
-    emb = (5 * np.eye(3)[labels] + rng.standard_normal((n, 3))).astype(np.float32)
-    ids = [f"s{i:03d}" for i in range(n)]
-    given = [CLASSES[i] for i in labels]
-    oof = pd.DataFrame({"sample_id": ids, "fold": np.arange(n) % 5, "given_label": given, "probs": list(probs), "embedding": list(emb)})
-    manifest = pd.DataFrame({"sample_id": ids, "path": [f"img/{s}.png" for s in ids], "label": given, "split": "train"})
+    oof, manifest, labels, probs, emb = synthetic_oof(np.random.default_rng(0), n, CLASSES)
     ws = Workspace(tmp_path / "ws")
     ws.round_dir(0).mkdir(parents=True)
     return RoundContext(ws, 0, ws.round_dir(0), manifest, ClassList.from_names(CLASSES), oof), labels, probs, emb

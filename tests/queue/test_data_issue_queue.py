@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import synthetic_oof
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.paths import Workspace
@@ -20,16 +21,12 @@ BLANK = "s005"
 
 def _ctx(tmp_path, n=60):
     rng = np.random.default_rng(0)
-    labels = np.arange(n) % 3
-    probs = rng.dirichlet(np.ones(3), size=n)
-    probs[np.arange(n), labels] += 1.5
-    probs[5] = [0.01, 0.98, 0.01]  # the blank image (given a) looks confidently mislabelled as b
-    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
-    emb = (5 * np.eye(3)[labels] + rng.standard_normal((n, 3))).astype(np.float32)
-    ids = [f"s{i:03d}" for i in range(n)]
-    given = [CLASSES[i] for i in labels]
-    oof = pd.DataFrame({"sample_id": ids, "fold": np.arange(n) % 5, "given_label": given, "probs": list(probs), "embedding": list(emb)})
-    manifest = pd.DataFrame({"sample_id": ids, "path": [f"img/{s}.png" for s in ids], "label": given, "split": "train"})
+
+    def blank_looks_mislabelled(probs):
+        probs[5] = [0.01, 0.98, 0.01]  # the blank image (given a) looks confidently mislabelled as b
+
+    oof, manifest, _, _, _ = synthetic_oof(rng, n, CLASSES, blank_looks_mislabelled)
+    ids = oof["sample_id"].tolist()
     ws = Workspace(tmp_path / "ws")
     (ws.root / "img").mkdir(parents=True)
     for i, sid in enumerate(ids):
