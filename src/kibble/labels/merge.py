@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,6 @@ class _StepLog:
     pass without output otherwise, and a user cannot tell a 20 s merge from a hang."""
 
     def __init__(self, n_reviews: int, n_events: int, n_rows: int):
-        import time
-
         self._clock = time.perf_counter
         self._start = self._last = self._clock()
         self._on = n_reviews >= 10_000 or n_rows >= 100_000
