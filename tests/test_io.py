@@ -49,3 +49,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_is_in_and_positions_hash_text_ids_like_pandas():
+    import numpy as np
+    import pandas as pd
+
+    from kibble.values import is_in, positions
+
+    among = pd.Series(["a", "b", "é", "d d"], dtype="str")  # an Arrow-backed column, as manifests load
+    values = np.array(["é", "x", None, "a", "d d"], dtype=object)
+    assert is_in(values, among).tolist() == [True, False, False, True, True]
+    assert positions(values, among).tolist() == [2, -1, -1, 0, 3]
+    assert positions(np.array([], dtype=object), among).tolist() == [] and not is_in([], []).any()

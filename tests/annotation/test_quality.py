@@ -103,3 +103,13 @@ def test_cohen_kappa_matches_sklearn_on_random_answers():
         b = [x if rng.random() < 0.6 else f"c{rng.integers(0, k)}" for x in a]
         if len(set(a) | set(b)) > 1:
             assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+
+
+def test_answer_values_equal_answer_value_row_by_row():
+    from kibble.annotation.quality import answer_value, answer_values
+
+    verdicts = pd.Series(["confirmed", "corrected", "ambiguous", "out_of_scope", "skipped", "corrected", "confirmed", None], dtype=object)
+    labels = pd.Series(["cat", "dog", None, "x", "cat", float("nan"), 3, "fox"], dtype=object)
+    expected = [answer_value(str(v), lab) for v, lab in zip(verdicts, labels)]
+    assert answer_values(verdicts, labels).tolist() == expected
+    assert expected[:5] == ["cat", "dog", "<ambiguous>", "<out_of_scope>", None]

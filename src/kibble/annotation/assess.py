@@ -20,6 +20,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.io import atomic_write_csv, atomic_write_text
 from kibble.paths import Workspace
+from kibble.values import is_in
 from kibble.annotation.feedback import guideline_feedback
 from kibble.annotation.gold import load_gold
 from kibble.annotation.quality import annotator_quality, quality_tag, with_tag
@@ -38,17 +39,18 @@ def normalise_quality(cfg: Mapping | None) -> dict[str, Any]:
     return {"threshold": float(raw.get("threshold", 0.8)), "min_gold": int(raw.get("min_gold", 5))}
 
 
-def assess_rounds(ws: Workspace, old: pd.DataFrame, records: list[dict], n_classes: int, cfg: Mapping | None) -> dict[int, dict]:
-    """Quality per round the new records touch: {round: {quality, agreement, gold}}; writes nothing."""
+def assess_rounds(ws: Workspace, old: pd.DataFrame, batch: pd.DataFrame, n_classes: int, cfg: Mapping | None) -> dict[int, dict]:
+    """Quality per round the new answers (`batch`, event columns) touch: {round: {quality, agreement, gold}}; writes nothing."""
     cfg = normalise_quality(cfg)
     out: dict[int, dict] = {}
-    crowd_new = [r for r in records if r["source"] in CROWD_SOURCES]
-    for rnd in sorted({int(r["round"]) for r in crowd_new}):
+    crowd_new = batch[batch["source"].astype(str).isin(CROWD_SOURCES).to_numpy(dtype=bool)]
+    new_rounds = crowd_new["round"].astype("int64").to_numpy()
+    for rnd in sorted(set(new_rounds.tolist())):
         recorded = old[(pd.to_numeric(old["round"], errors="coerce") == rnd) & old["source"].astype(str).isin(CROWD_SOURCES)] if len(old) else old
         cols = ("sample_id", "label", "verdict", "annotator", "source", "lead_time")  # lead_time: NaN in pre-lead_time files
         answers = pd.concat([
             pd.DataFrame({c: recorded[c].to_numpy() for c in cols}) if len(recorded) else None,
-            pd.DataFrame([{c: r.get(c) for c in cols} for r in crowd_new if int(r["round"]) == rnd], columns=list(cols)),
+            pd.DataFrame({c: crowd_new[c].to_numpy(dtype=object)[new_rounds == rnd] if c in crowd_new else None for c in cols}),
         ], ignore_index=True)
         answers = answers.drop_duplicates(["sample_id", "annotator", "source"], keep="last")
         gold = load_gold([ws.round_dir(rnd)])
@@ -57,16 +59,30 @@ def assess_rounds(ws: Workspace, old: pd.DataFrame, records: list[dict], n_class
     return out
 
 
-def tag_records(records: list[dict], assessed: dict[int, dict]) -> None:
-    """Append each new crowd answer's quality tag to its note (in place)."""
-    rows = {rnd: {str(r["annotator"]): r for r in info["quality"].to_dict("records")} for rnd, info in assessed.items()}
-    gold = {rnd: set(info["gold"]["sample_id"].astype(str)) for rnd, info in assessed.items()}
-    for rec in records:
-        rnd = int(rec["round"])
-        if rnd not in assessed or rec["source"] not in CROWD_SOURCES:
-            continue
-        row = rows[rnd].get(str(rec["annotator"]))
-        rec["note"] = with_tag(rec.get("note"), quality_tag(row, gold_item=str(rec["sample_id"]) in gold[rnd]))
+def tagged_notes(batch: pd.DataFrame, assessed: dict[int, dict]) -> np.ndarray:
+    """The new answers' notes with each crowd answer's quality tag appended (one tag per round, annotator
+    and gold-item flag; one `with_tag` per distinct note and tag)."""
+    notes = batch["note"].to_numpy(dtype=object).copy()
+    rounds = batch["round"].astype("int64").to_numpy()
+    crowd = batch["source"].astype(str).isin(CROWD_SOURCES).to_numpy(dtype=bool)
+    annotators = batch["annotator"].to_numpy(dtype=object)
+    sample_ids = batch["sample_id"].to_numpy(dtype=object)
+    done: dict[tuple, str] = {}
+    for rnd, info in assessed.items():
+        rows = {str(r["annotator"]): r for r in info["quality"].to_dict("records")}
+        gold = set(info["gold"]["sample_id"].astype(str))
+        where = np.flatnonzero(crowd & (rounds == rnd))
+        is_gold = is_in(sample_ids[where].astype(str), list(gold)) if gold else np.zeros(len(where), dtype=bool)
+        tags = {}
+        for i, gold_item in zip(where, is_gold):
+            who = str(annotators[i])
+            if (who, gold_item) not in tags:
+                tags[who, gold_item] = quality_tag(rows.get(who), gold_item=bool(gold_item))
+            key = (notes[i], tags[who, gold_item])
+            if key not in done:
+                done[key] = with_tag(*key)
+            notes[i] = done[key]
+    return notes
 
 
 def write_assessments(ws: Workspace, assessed: dict[int, dict], events: pd.DataFrame) -> dict[int, list[str]]:

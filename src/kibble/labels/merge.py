@@ -10,8 +10,6 @@ any moment leaves the workspace as before or as after the merge, never a mix.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -22,38 +20,21 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.annotation.assess import assess_rounds, tag_records, write_assessments
-from kibble.annotation.quality import human_notes
+from kibble.annotation.assess import assess_rounds, tagged_notes, write_assessments
 from kibble.data.classes import ClassList
 from kibble.data.manifest import classes_without_train, load_manifest, validate_manifest
 from kibble.io import atomic_write_parquet
+from kibble.labels.answers import event_id, new_answers  # noqa: F401  (event_id: merge's public name since the start)
 from kibble.labels.history import SOURCES, append_events, load_events, make_events, now_utc
 from kibble.labels.lock import DEFAULT_TIMEOUT, default_task, workspace_transaction
 from kibble.labels.policy import resolve_labels
 from kibble.labels.policy_file import policy_for_merge, record_policy
 from kibble.labels.reviews import REVIEW_COLUMNS
 from kibble.paths import Workspace
-from kibble.values import is_missing, map_distinct
+from kibble.values import is_in, is_missing, map_distinct, positions
 
 log = logging.getLogger(__name__)
 REVIEW_SOURCES = tuple(s for s in SOURCES if s != "import")
-
-
-def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | None, source: str,
-             round_index: int, note: str | None) -> str:
-    """Deterministic id of a reviewed answer: the same answer merged twice gets the same id.
-
-    `confirmed` and `corrected` hash alike: they differ only by the label they are compared with,
-    which can change between two merges of the same file; the answer (this label) is the same.
-    """
-    kind = "label" if verdict in ("confirmed", "corrected") else verdict
-    return hashlib.sha256(json.dumps(
-        [str(sample_id), label, kind, annotator, source, int(round_index), note or ""], ensure_ascii=False
-    ).encode()).hexdigest()[:32]
-
-
-def _answer_key(sample_id, label, verdict, annotator, source, note) -> str:
-    return event_id(sample_id, label, verdict, annotator, source, -1, note)
 
 
 def merge_reviews(
@@ -107,74 +88,44 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     classes = ClassList.load(ws.classes)
     if manifest is None:
         manifest = load_manifest(ws.manifest, classes.names)
-    # numpy object arrays before any Python loop: iterating pandas' Arrow-backed strings costs microseconds per item
-    current_labels = dict(zip(manifest["sample_id"].to_numpy(dtype=object), manifest["label"].to_numpy(dtype=object)))
     reviews = reviews.astype(object)
-    unknown = sorted(set(reviews["sample_id"].astype(str)) - set(current_labels))
+    review_ids = map_distinct(reviews["sample_id"], str)
+    unknown = sorted(set(review_ids[~is_in(review_ids, manifest["sample_id"])]))
     if unknown:
         raise KibbleError(f"{origin}: unknown sample_id {unknown[0]!r} ({len(unknown)} unknown); reviews must refer to manifest samples")
-    bad_labels = sorted({str(v) for v in reviews["label"] if not _na(v) and str(v) != ""} - set(classes.names))
+    bad_labels = sorted({v for v in map_distinct(reviews["label"], _opt) if v is not None} - set(classes.names))
     if bad_labels:
         raise KibbleError(f"{origin}: unknown class {bad_labels[0]!r} ({len(bad_labels)} unknown); use class names from classes.yaml "
                           "(read files with kibble.labels.reviews.read_reviews, which checks every row)")
 
     current_round = ws.current_round()
     old = load_events(ws.label_events)
-    existing_ids = set(old["event_id"].astype(str).to_numpy(dtype=object))
-    same_source = old[old["source"].astype(str) == source]
-    implicit = round_index is None and ("round" not in reviews.columns or bool(reviews["round"].isna().any()))
-    recorded_answers = {  # only answers without a round are matched this way (a hash per earlier answer: skip when none)
-        _answer_key(*(None if _na(v) else v for v in vals))
-        for vals in zip(*(same_source[c].to_numpy(dtype=object) for c in ("sample_id", "label", "verdict", "annotator", "source")),
-                        human_notes(same_source["note"]))
-    } if len(same_source) and implicit else set()
-    created = now_utc()
     step = _StepLog(len(reviews), len(old), len(manifest))
-    records, batch_ids = [], set()
-    merged_rounds: list[int] = []
-    n_duplicates = 0
-    out_of_range: list[tuple[str, int]] = []
     column = _columns(reviews)  # each column converted once (10^5-row files), not cell by cell
-    for sid, label, verdict, annotator, note, own_round, queue_id, created_at, lead_time in zip(
-        column("sample_id", str), column("label"), column("verdict", str), column("annotator"), column("note"),
-        column("round", None), column("queue_id"), column("created_at"), column("lead_time", None),
-    ):
-        note = note or ""
-        explicit = round_index is not None or not _na(own_round)
-        rnd = int(round_index) if round_index is not None else (int(own_round) if not _na(own_round) else current_round)
-        if not 0 <= rnd <= current_round:
-            out_of_range.append((sid, rnd))
-            continue
-        eid = event_id(sid, label, verdict, annotator, source, rnd, note)
-        if eid in existing_ids or eid in batch_ids:
-            n_duplicates += 1
-            merged_rounds.append(rnd)
-            continue
-        if not explicit and _answer_key(sid, label, verdict, annotator, source, note) in recorded_answers:
-            n_duplicates += 1  # merged before, when the workspace was at an earlier round
-            continue
-        batch_ids.add(eid)
-        merged_rounds.append(rnd)
-        records.append({
-            "event_id": eid, "sample_id": sid, "label": label, "previous_label": current_labels[sid],
-            "verdict": verdict, "source": source, "annotator": annotator, "round": rnd,
-            "queue_id": queue_id, "created_at": created_at or created, "note": note,
-            "lead_time": None if _na(lead_time) else float(lead_time),  # seconds (answers/hour)
-        })
-    if out_of_range:  # a typo in a round column must not move the workspace to that round + 1
-        sid, rnd = out_of_range[0]
-        where = f"round={round_index}" if round_index is not None else f"the review of sample {sid!r} is for round {rnd}"
-        raise KibbleError(f"{origin}: {where}, but {ws.root} has rounds 0..{current_round} ({len(out_of_range)} review(s) outside); "
-                          f"fix the round to one of 0..{current_round}")
-    step("new events", f"{len(records):,} new answers of {len(reviews):,}")
-    assessed = assess_rounds(ws, old, records, len(classes.names), quality)  # annotator quality per round (gold, agreement)
-    tag_records(records, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
-    new = make_events(records)  # checks verdicts and sources
-    events = pd.concat([old, new], ignore_index=True) if len(new) and len(old) else (new if len(new) else old)
+    answers = {"sample_id": column("sample_id", str), "label": column("label"), "verdict": column("verdict", str),
+               "annotator": column("annotator"), "note": column("note"), "round": column("round", None),
+               "queue_id": column("queue_id"), "created_at": column("created_at"), "lead_time": column("lead_time", None)}
+    batch, merged_rounds, n_duplicates = new_answers(answers, source, round_index, current_round, old, origin, ws.root)
+    batch["previous_label"] = manifest["label"].to_numpy(dtype=object)[positions(batch["sample_id"], manifest["sample_id"])]
+    created_at = batch["created_at"].to_numpy(dtype=object).copy()
+    created_at[pd.isna(created_at)] = now_utc()
+    batch["created_at"] = created_at
+    step("new events", f"{len(batch):,} new answers of {len(reviews):,}")
+    assessed = assess_rounds(ws, old, batch, len(classes.names), quality)  # annotator quality per round (gold, agreement)
+    batch["note"] = tagged_notes(batch, assessed)  # the quality tag on each new answer's note (ids above hash the human note only)
+    new = make_events(batch)  # checks verdicts and sources
     step("annotator quality")
+    # The manifest is the saved policy's view of the history (every writer of either keeps it so), and a
+    # sample's label depends on its own events only: with the policy unchanged, only the samples this batch
+    # answers can change. A reapplied policy re-resolves every sample; so does the first merge, which
+    # adopts a policy, unless the history holds import events only (every policy resolves those alike).
+    incremental = policy_change is None or (policy_change["from"] is None and not _has_answers(old))
+    touched = pd.unique(answers["sample_id"])  # every sample the file answers (new or not): its status is reported
+    mine = old[is_in(old["sample_id"], touched)] if incremental and len(old) and len(touched) else (old.iloc[:0] if incremental else old)
+    events = pd.concat([mine, new], ignore_index=True) if len(new) and len(mine) else (new if len(new) else mine)
     resolved = resolve_labels(events, pol)
-    step("labels resolved", f"{len(events):,} events")
-    updated, to_train = label_view(manifest, resolved)
+    step("labels resolved", f"{len(events):,} events of {'the answered samples' if incremental else 'all samples'}")
+    updated, to_train = label_view(manifest, resolved, partial=incremental)
     updated = validate_manifest(updated, classes.names, source=f"{ws.manifest} (after merging {origin})")
 
     changed = _differs(manifest["label"], updated["label"])
@@ -191,12 +142,12 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         append_events(ws.label_events, new)
     if write and manifest_changed:
         atomic_write_parquet(ws.manifest, updated)  # validated above (save_manifest would check it again)
-    flagged = write_assessments(ws, assessed, events) if assessed and write else {}
+    flagged = write_assessments(ws, assessed, _round_events(old, new, assessed)) if assessed and write else {}
     empty = classes_without_train(updated, classes.names) if write and manifest_changed else []
     if empty:
         log.warning("%s: %d class(es) without train images after this merge: %s; a model cannot learn them", ws.manifest, len(empty), empty[:5])
     step("written", "history, manifest and round files staged")
-    next_round = max([current_round] + [r + 1 for r in merged_rounds])
+    next_round = max([current_round] + [int(r) + 1 for r in merged_rounds])
     if next_round != current_round:
         ws.set_current_round(next_round)
     summary = {
@@ -208,8 +159,8 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
         "n_labels_changed": int(changed.sum()),
         "n_excluded": int(updated["excluded"].sum()),
         "n_pool_labelled": int(to_train.sum()),
-        "n_ambiguous": int((resolved["status"] == "ambiguous").sum()),
-        "rounds": sorted(set(merged_rounds)),
+        "n_ambiguous": int((resolved["status"].to_numpy() == "ambiguous")[is_in(resolved["sample_id"], touched)].sum()),  # answered samples
+        "rounds": sorted({int(r) for r in merged_rounds}),
         "annotators_flagged": sorted({a for names in flagged.values() for a in names}),
         "round": current_round,
         "next_round": next_round,
@@ -220,21 +171,25 @@ def _merge_locked(ws: Workspace, reviews: pd.DataFrame, source: str, round_index
     return summary
 
 
-def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame, partial: bool = False) -> tuple[pd.DataFrame, pd.Series]:
     """(the manifest with `label`/`excluded` from the resolved history, which pool rows moved to train).
 
     A pool image that got a label (a kind=new review) joins the training set. Used by the merge and
-    by a re-import that carries answers over (kibble.data.reimport).
+    by a re-import that carries answers over (kibble.data.reimport). `partial`: `resolved` holds only
+    some samples (an incremental merge); the others keep their exclusion as well as their label
+    (otherwise a sample without events is not excluded).
     """
     updated = manifest.copy()
-    # positions via an object-dtype index: Series.isin/map on Arrow-backed strings is slow at 10^6 rows
-    where = pd.Index(resolved["sample_id"].to_numpy(dtype=object)).get_indexer(updated["sample_id"].to_numpy(dtype=object))
+    where = positions(updated["sample_id"], resolved["sample_id"])  # hashed in Arrow: 10^6 rows in milliseconds
     hit = where >= 0
     new_labels = updated["label"].to_numpy(dtype=object).copy()
     new_labels[hit] = resolved["label"].to_numpy(dtype=object)[where[hit]]
     new_labels[pd.isna(new_labels)] = None
     updated["label"] = pd.Series(new_labels, index=updated.index, dtype=object)
-    excluded = np.zeros(len(updated), dtype=bool)
+    if partial and "excluded" in manifest:
+        excluded = manifest["excluded"].fillna(False).to_numpy(dtype=bool).copy()
+    else:
+        excluded = np.zeros(len(updated), dtype=bool)
     excluded[hit] = resolved["excluded"].to_numpy(dtype=bool)[where[hit]]
     updated["excluded"] = excluded
     to_train = (updated["split"] == "pool") & updated["label"].notna()
@@ -243,6 +198,18 @@ def label_view(manifest: pd.DataFrame, resolved: pd.DataFrame) -> tuple[pd.DataF
 
 
 _na = is_missing
+
+
+def _has_answers(events: pd.DataFrame) -> bool:
+    """Does the history hold any event other than an import?"""
+    return bool(len(events)) and bool((events["source"].astype(str) != "import").any())
+
+
+def _round_events(old: pd.DataFrame, new: pd.DataFrame, assessed: dict) -> pd.DataFrame:
+    """The history's events of the assessed rounds, the new ones included (guideline feedback reads them)."""
+    rounds = list(assessed)
+    parts = [frame[pd.to_numeric(frame["round"], errors="coerce").isin(rounds).to_numpy(dtype=bool)] for frame in (old, new) if len(frame)]
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else new)
 
 
 class _StepLog:

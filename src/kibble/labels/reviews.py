@@ -34,7 +34,7 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.data.classes import class_lookup, shown_names
-from kibble.values import iter_records, map_distinct, optional_text
+from kibble.values import iter_records, map_distinct, optional_text, positions
 from kibble.labels.history import VERDICTS
 
 REVIEW_COLUMNS = ["sample_id", "label", "verdict", "annotator", "note", "queue_id", "created_at", "lead_time", "round"]
@@ -222,7 +222,7 @@ def _checked_columns(frame: pd.DataFrame, manifest: pd.DataFrame, class_names: l
         return None
     sid, label, annotator = column("sample_id"), column("label"), column("annotator")
     verdict = column("verdict", lambda v: (_text(v) or "").lower() or None)
-    position = pd.Index(manifest["sample_id"].astype(str).to_numpy(dtype=object)).get_indexer(sid)
+    position = positions(sid, manifest["sample_id"].astype(str))  # hashed in Arrow, not 10^6 Python strings
     if pd.isna(sid).any() or (position < 0).any() or pd.isna(annotator).any():
         return None
     has_label = ~pd.isna(label)
