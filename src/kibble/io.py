@@ -166,7 +166,7 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(target: str | Path, obj: Any) -> Path:
-    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def atomic_write_yaml(target: str | Path, obj: Any) -> Path:
@@ -189,7 +189,7 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     import numpy as np
 
     if isinstance(value, np.generic):

@@ -17,6 +17,7 @@ from kibble.data.classes import ClassList
 from kibble.io import atomic_write_json, read_json
 from kibble.paths import Workspace
 from kibble.predictions.store import stack
+from kibble.values import map_distinct
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RoundContext:
 
     def given_indices(self) -> np.ndarray:
         index = self.classes.index
-        return np.array([index[l] for l in self.oof["given_label"]], dtype=np.int64)
+        return map_distinct(self.oof["given_label"], lambda label: index[label]).astype(np.int64)  # a lookup per class, not per row
 
     def probs(self) -> np.ndarray:
         return stack(self.oof)

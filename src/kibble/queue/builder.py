@@ -11,6 +11,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.queue.formats import QUEUE_COLUMNS as FORMAT_COLUMNS
 from kibble.strategies.base import StrategyOutput
+from kibble.values import is_in
 
 QUEUE_COLUMNS = [*FORMAT_COLUMNS, "kind"]  # the file contract (queue/formats.py) + relabel|new
 SETTLED_VERDICTS = ("confirmed", "corrected", "ambiguous", "out_of_scope")
@@ -87,8 +88,13 @@ def build_queue(
     round-robin to the strategies' next best. Rows picked by several strategies keep all reasons."""
     sample_ids = np.asarray(sample_ids, dtype=object)
     names = list(outputs)
-    exclude = np.isin(sample_ids, list(suppress or ()))
-    orders = {n: _order(outputs[n], sample_ids.astype(str), exclude) for n in names}
+    exclude = is_in(sample_ids, list(suppress or ())) if suppress else np.zeros(len(sample_ids), dtype=bool)
+    text_ids = sample_ids.astype(str)
+    orders = {n: _order(outputs[n], text_ids, exclude) for n in names}
+    rank_in = {}  # each strategy's rank of a row (its position in that strategy's order): 10^6-row rounds look it up 10^5 times
+    for n in names:
+        rank_in[n] = np.full(len(sample_ids), -1, dtype=np.int64)
+        rank_in[n][orders[n]] = np.arange(len(orders[n]))
     quota = allocate_quotas(names, budget, quotas)
     taken: dict[int, list[str]] = {}
     cursor = {n: 0 for n in names}
@@ -130,7 +136,7 @@ def build_queue(
                 "strategy": claimants[0],
                 "reason": reasons,
                 "_pos": names.index(claimants[0]),
-                "_rank_in": int(np.flatnonzero(orders[claimants[0]] == row)[0]),
+                "_rank_in": int(rank_in[claimants[0]][row]),
             }
         )
     frame = pd.DataFrame(records, columns=["sample_id", "path", "given_label", "suggested_label", "score", "strategy", "reason", "_pos", "_rank_in"])

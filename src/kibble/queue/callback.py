@@ -26,6 +26,7 @@ from kibble.labels.lock import lock_timeout_of, workspace_transaction
 from kibble.queue.new_labels import concat_queues, round_new_queue
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
+from kibble.values import positions
 from kibble.strategies.registry import COMBINE, combine_spec, get_strategy, queue_needs_embeddings, run_combined, run_strategy, validate_inputs
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,11 @@ def data_issue_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     budget = settings.get("budget", 0.0)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
         raise KibbleError(f"strategy.data_issues.budget={budget!r}; give a share of the queue budget (e.g. 0.1) or a count (e.g. 20)")
-    checks = list(settings.get("checks") or ISSUES)
+    checks = list(ISSUES if settings.get("checks") is None else settings["checks"])  # [] = no checks (10^6-image rounds)
     unknown = set(checks) - set(ISSUES)
     if unknown:
         raise KibbleError(f"strategy.data_issues.checks names {sorted(unknown)}; use any of {list(ISSUES)}")
-    queue = list(settings.get("queue") or IMAGE_ISSUES)
+    queue = list(IMAGE_ISSUES if settings.get("queue") is None else settings["queue"])
     unknown = set(queue) - set(ISSUES)
     if unknown:
         raise KibbleError(f"strategy.data_issues.queue names {sorted(unknown)}; use any of {list(ISSUES)}")
@@ -203,10 +204,11 @@ class BuildQueue:
         from kibble.data.manifest import resolve_image_path
 
         settings = {k: v for k, v in self.data_issues.items() if k not in ("budget", "queue")}
-        paths = ctx.manifest.set_index(ctx.manifest["sample_id"].astype(str))["path"].reindex(ctx.oof["sample_id"].astype(str))
-        root = ctx.workspace.data_root
-        files = [None if pd.isna(p) else resolve_image_path(str(p), root) for p in paths]
-        files = [f if f is not None else Path("/nonexistent") for f in files]
+        files = None
+        if set(settings["checks"]) & set(IMAGE_ISSUES):  # 10^6 rows: no path work when no image is checked
+            paths = ctx.manifest["path"].to_numpy(dtype=object)[positions(ctx.oof["sample_id"], ctx.manifest["sample_id"])]
+            root = ctx.workspace.data_root
+            files = [Path("/nonexistent") if pd.isna(p) else resolve_image_path(str(p), root) for p in paths]
         return find_data_issues(ctx.oof["sample_id"].astype(str).tolist(), files, ctx.embeddings(),
                                 image_cache=ctx.workspace.cache / "image_stats.parquet", **settings)
 

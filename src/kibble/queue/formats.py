@@ -21,6 +21,7 @@ served over HTTP / from a bucket, or any callable `path -> url`. See docs/labels
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ import pandas as pd
 from kibble import KibbleError
 from kibble.values import is_missing
 from kibble.data.classes import ClassList
-from kibble.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
+from kibble.io import atomic_path, atomic_write_csv, atomic_write_text, json_default
 from kibble.labels.history import VERDICTS
 
 QUEUE_COLUMNS = [
@@ -180,19 +181,22 @@ def image_url_builder(spec: Any = None, data_root: str | Path | None = None) -> 
 
 
 def _absolute(path: str, data_root: str | Path | None) -> str | None:
-    p = Path(path)
-    if p.is_absolute():
-        return os.path.abspath(p)
-    return os.path.abspath(Path(data_root) / p) if data_root is not None else None
+    """Plain string operations (no pathlib objects): a 10^5-item queue calls this per item."""
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(os.path.abspath(data_root), path)) if data_root is not None else None
 
 
 def _local_files_builder(document_root: str | Path | None, data_root: str | Path | None) -> ImageUrl:
     doc_root = os.path.abspath(Path(document_root).expanduser()) if document_root else None
+    data_root = os.path.abspath(data_root) if data_root is not None else None
 
     def url(path: str) -> str:
         full = _absolute(str(path), data_root)
         if full is None or doc_root is None:  # nothing to anchor on: take the path as relative to the root
             rel = str(path).lstrip("/")
+        elif full.startswith(doc_root.rstrip(os.sep) + os.sep):  # the common case, without relpath's work
+            rel = full[len(doc_root.rstrip(os.sep)) + 1:]
         else:
             rel = os.path.relpath(full, doc_root)
             if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
@@ -200,7 +204,7 @@ def _local_files_builder(document_root: str | Path | None, data_root: str | Path
                     f"image {full} is not under the Label Studio document root {doc_root}; set "
                     f"{LOCAL_FILES_ENV} (and image_url.document_root) to a folder that contains the images"
                 )
-        return LOCAL_FILES_PREFIX + quote(Path(rel).as_posix(), safe="/")
+        return LOCAL_FILES_PREFIX + quote(rel.replace(os.sep, "/"), safe="/")
 
     return url
 
@@ -221,13 +225,12 @@ def _url_prefix_builder(prefix: str, data_root: str | Path | None) -> ImageUrl:
     return url
 
 
-def _clean(value: Any) -> Any:
-    """JSON-friendly scalar: numpy -> python, NaN/NA -> None."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    return None if is_missing(value) else value
+def _clean_records(frame: pd.DataFrame):
+    """Rows as dicts of `_clean` values, cleaned a column at a time (astype(object) gives Python scalars;
+    missing -> None): per-cell cleaning of a 10^5-item queue cost seconds."""
+    columns = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
+    for values in zip(*columns.values()):
+        yield dict(zip(columns, values))
 
 
 def with_names(queue: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
@@ -252,16 +255,16 @@ def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: s
     if names is not None or any(c not in queue.columns for c in NAME_COLUMNS.values()):
         queue = with_names(queue, names or {})
     tasks = []
-    for row in queue.to_dict("records"):
+    for row in _clean_records(queue):
         data = {"image": image_url(str(row["path"]))}
         for col in ["sample_id", "queue_id", "round", "rank", "given_label", "suggested_label", "score", "strategy", "reason", *extra]:
-            data[col] = _clean(row.get(col))
+            data[col] = row.get(col)
         for name_col in NAME_COLUMNS.values():
-            data[name_col] = _clean(row.get(name_col)) or NO_CLASS
+            data[name_col] = row.get(name_col) or NO_CLASS
         task: dict[str, Any] = {"data": data}
-        suggested = _clean(row.get("suggested_label"))
+        suggested = row.get("suggested_label")
         if suggested is not None:
-            rnd = _clean(row.get("round"))
+            rnd = row.get("round")
             prediction: dict[str, Any] = {
                 "model_version": model_version or (f"kibble-round-{int(rnd):03d}" if rnd is not None else "kibble"),
                 "result": [
@@ -274,12 +277,18 @@ def labelstudio_tasks(queue: pd.DataFrame, image_url: ImageUrl, model_version: s
                     }
                 ],
             }
-            score = _clean(row.get("score"))
+            score = row.get("score")
             if score is not None:
                 prediction["score"] = float(score)
             task["predictions"] = [prediction]
         tasks.append(task)
     return tasks
+
+
+def task_lines(tasks: list[dict]) -> str:
+    """A JSON array with one task per line: readable, diffable, and written by json's C encoder (an indented
+    dump of 10^5 tasks goes through the pure-Python one and took tens of seconds)."""
+    return "[\n" + ",\n".join(json.dumps(t, ensure_ascii=False, default=json_default) for t in tasks) + "\n]\n"
 
 
 def labeling_config(class_list: ClassList) -> str:
@@ -355,7 +364,7 @@ def write_queue_files(
     round_dir = Path(round_dir)
     paths = {
         "csv": atomic_write_csv(round_dir / QUEUE_CSV, queue),
-        "labelstudio": atomic_write_json(round_dir / QUEUE_LABELSTUDIO, tasks),
+        "labelstudio": atomic_write_text(round_dir / QUEUE_LABELSTUDIO, task_lines(tasks)),
         "labeling_config": atomic_write_text(round_dir / LABELING_CONFIG, labeling_config(class_list)),
     }
     return paths
