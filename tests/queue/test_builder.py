@@ -216,3 +216,29 @@ def test_same_inputs_give_the_same_queue():
     shuffled = {k: output(v.score[perm], v.flagged[perm], v.suggested[perm]) for k, v in outputs.items()}
     third = build_queue([ids(n)[i] for i in perm], [labels[i] for i in perm], shuffled, **args)
     pd.testing.assert_frame_equal(first, third)
+
+
+def test_queue_rows_built_column_wise_match_the_per_row_rule():
+    """Each queued row: score and strategy of its first claimant, the first suggestion any claimant makes (in
+    claim order), one reason per claimant: the rule the column-wise `_queue_rows` must keep (10^5-item queues)."""
+    import numpy as np
+
+    from kibble.queue.builder import build_queue
+    from kibble.strategies.base import StrategyOutput
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n, classes = int(rng.integers(1, 40)), ["c0", "c1", "c2"]
+        names = [f"s{i}" for i in range(int(rng.integers(1, 4)))]
+        outputs = {nm: StrategyOutput(score=rng.random(n).round(2), flagged=rng.random(n) < 0.6, suggested=rng.integers(-1, 3, n))
+                   for nm in names}
+        ids = [f"id{j:03d}" for j in rng.permutation(n)]
+        queue = build_queue(ids, ["c0"] * n, outputs, classes, int(rng.integers(0, n + 2)), paths=[f"p/{i}" for i in ids])
+        for rec in queue.to_dict("records"):
+            row = ids.index(rec["sample_id"])
+            claimants = [part.split(" ")[0] for part in rec["reason"].split("; ")]
+            assert rec["strategy"] == claimants[0] and rec["path"] == f"p/{rec['sample_id']}"
+            assert rec["score"] == outputs[claimants[0]].score[row]
+            assert rec["reason"] == "; ".join(f"{c} {outputs[c].score[row]:.3f}" for c in claimants)
+            first = next((int(outputs[c].suggested[row]) for c in claimants if outputs[c].suggested[row] >= 0), -1)
+            assert (None if pd.isna(rec["suggested_label"]) else rec["suggested_label"]) == (classes[first] if first >= 0 else None)

@@ -150,3 +150,46 @@ def test_shared_display_names_are_told_apart():
         ("Terrier (n1)", "n1"), ("terrier (n2)", "n2"), ("dog (n3)", "n3"), ("Dog (dog)", "dog")]
     plain = ET.fromstring(labeling_config(ClassList.from_names(["cat"]))).find("Choices[@name='label']/Choice")
     assert plain.get("value") == "cat" and plain.get("alias") is None  # no display name: the id is the name
+
+
+def _reference_task(row: dict, url, model_version) -> dict:
+    """The task of one queue row written out plainly (what `task_lines` builds column-wise)."""
+    clean = {k: (None if v is None or (isinstance(v, float) and v != v) else v) for k, v in row.items()}
+    data = {"image": url(str(clean["path"]))}
+    for col in ["sample_id", "queue_id", "round", "rank", "given_label", "suggested_label", "score", "strategy", "reason", "kind"]:
+        data[col] = clean.get(col)
+    data["given_name"], data["suggested_name"] = clean.get("given_name") or "none", clean.get("suggested_name") or "none"
+    task = {"data": data}
+    if clean["suggested_label"] is not None:
+        prediction = {"model_version": model_version or f"kibble-round-{int(clean['round']):03d}",
+                      "result": [{"id": f"q{str(clean['queue_id'])[-20:]}", "from_name": "label", "to_name": "image", "type": "choices",
+                                  "value": {"choices": [str(clean["suggested_label"])]}}]}
+        if clean["score"] is not None:
+            prediction["score"] = float(clean["score"])
+        task["predictions"] = [prediction]
+    return task
+
+
+@pytest.mark.parametrize("model_version", [None, "v-é"])
+def test_task_lines_equal_the_plain_task_of_each_row(model_version):
+    import json
+
+    import numpy as np
+
+    from kibble.queue.formats import labelstudio_tasks, task_lines, with_names
+
+    rng = np.random.default_rng(1)
+    n = 60
+    names = {"c0": 'Chien "fou"', "c1": "犬", "c2": "c2"}
+    queue = pd.DataFrame({
+        "queue_id": [f"r001-{i:010d}" for i in range(n)], "round": 1, "rank": np.arange(1, n + 1),
+        "sample_id": [f"s{i}\\x" if i % 7 == 0 else f"s{i}" for i in range(n)], "path": [f"img/ä {i}.png" for i in range(n)],
+        "given_label": rng.choice(["c0", "c1", "c2", None], n), "suggested_label": rng.choice(["c0", "c1", None], n),
+        "score": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)), "strategy": "kfold", "reason": 'kfold 0.5; "x"', "kind": "relabel",
+    })
+    url = lambda p: "/data/local-files/?d=" + p  # noqa: E731
+    lines = task_lines(queue, url, model_version, names)
+    expected = [_reference_task(row, url, model_version) for row in with_names(queue, names).to_dict("records")]
+    assert [json.loads(line) for line in lines] == expected
+    assert labelstudio_tasks(queue, url, model_version, names) == expected
+    assert lines[0] == json.dumps(expected[0], ensure_ascii=False)  # the very text json.dumps writes
