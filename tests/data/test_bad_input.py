@@ -131,3 +131,24 @@ def test_failed_reimport_keeps_the_good_workspace(digits_workspace: Path, tmp_pa
     proc = run_kibble("import", "source=image_folder", f"source.root={tmp_path / 'nope'}", f"workspace={ws}", "overwrite=true")
     error_line(proc, "import")
     assert snapshot(ws) == before
+
+
+def test_check_images_levels(tmp_path: Path):
+    """decode finds the truncated JPEG; header and exists let it through (its header reads); exists still finds a
+    missing file; none checks nothing. A bad check name is one line."""
+    from kibble import KibbleError
+    from kibble.data.images import scan_images
+
+    bad = _image_folder_with_corrupt_jpeg(tmp_path / "imgs")
+    good = tmp_path / "imgs" / "cat" / "0.jpg"
+    gone = tmp_path / "imgs" / "cat" / "gone.jpg"
+    paths = [good, bad, gone]
+    found = {check: scan_images(paths, "skip", check=check) for check in ("decode", "header", "exists", "none")}
+    assert set(found["decode"]) == {1, 2} and found["decode"][1].startswith("unreadable")
+    assert found["header"] == {2: "missing"} and found["exists"] == {2: "missing"} and found["none"] == {}
+    with pytest.raises(KibbleError, match=r"check_images='fast'; use one of"):
+        scan_images(paths, "skip", check="fast")
+    ws = tmp_path / "ws"  # through the task: the truncated JPEG is imported under header checks
+    proc = run_kibble("import", "source=image_folder", f"source.root={tmp_path / 'imgs'}", f"workspace={ws}", "check_images=header")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(pd.read_parquet(Workspace(ws).manifest)) == 10

@@ -77,7 +77,8 @@ def import_mode(mode: str | None, overwrite: bool) -> str:
 
 def plan_import(ws: Workspace, frame: pd.DataFrame, names: list[str], display: Mapping[str, str] | None, data_root: str | Path, *,
                 mode: str = "new", source: str = "source", pool: Mapping[str, Any] | None = None, on_bad_image: str = "fail",
-                noise: Mapping[str, Any] | None = None, taxonomy: str | None = "auto", origin: str | None = None) -> ImportPlan:
+                noise: Mapping[str, Any] | None = None, taxonomy: str | None = "auto", origin: str | None = None,
+                check_images: str = "decode") -> ImportPlan:
     """Check the whole import without writing: rows, pool, images, classes (taxonomy). Raises one line.
 
     `origin`: what the report names as the source (the importer's dotted path)."""
@@ -101,8 +102,8 @@ def plan_import(ws: Workspace, frame: pd.DataFrame, names: list[str], display: M
         frame = _new_rows(frame, existing, data_root, ws.data_root.resolve(), source)
         frame = validate_manifest(frame, classes.names, source=f"{source} (rows new to {ws.root})")
         data_root = ws.data_root.resolve()
-    paths = [resolve_image_path(p, data_root) for p in frame["path"]]
-    bad = scan_images(paths, on_bad_image, progress=True)
+    paths = [resolve_image_path(p, data_root) for p in frame["path"]] if check_images != "none" else []
+    bad = scan_images(paths, on_bad_image, progress=True, check=check_images)
     if bad:
         frame = frame.drop(frame.index[list(bad)]).reset_index(drop=True)
     if pool.get("fraction") or pool.get("labels_per_class") is not None:

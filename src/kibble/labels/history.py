@@ -5,7 +5,8 @@ Writers hold the workspace lock (`kibble.labels.lock`); readers need nothing, th
 
 from __future__ import annotations
 
-import uuid
+import binascii
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def make_events(records: list[dict] | pd.DataFrame) -> pd.DataFrame:
     missing_id = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
     if missing_id.any():
         ids = ids.to_numpy(dtype=object).copy()
-        ids[missing_id] = [uuid.uuid4().hex for _ in range(int(missing_id.sum()))]
+        ids[missing_id] = random_ids(int(missing_id.sum()))
         frame["event_id"] = ids
     created = frame["created_at"].astype(object)
     frame["created_at"] = created.where(created.notna() & (created != ""), now_utc())
@@ -64,12 +65,17 @@ def make_events(records: list[dict] | pd.DataFrame) -> pd.DataFrame:
 def initial_events(manifest: pd.DataFrame) -> pd.DataFrame:
     """One `import` event per labelled row: the starting point of every label's history."""
     labelled = manifest[manifest["label"].notna()]
-    return make_events(
-        [
-            {"sample_id": sid, "label": label, "previous_label": None, "verdict": "confirmed", "source": "import", "round": -1}
-            for sid, label in zip(labelled["sample_id"], labelled["label"])
-        ]
-    )
+    return make_events(pd.DataFrame({  # column-wise: a 10^6-row import builds its history in about a second
+        "sample_id": labelled["sample_id"].to_numpy(dtype=object), "label": labelled["label"].to_numpy(dtype=object),
+        "previous_label": None, "verdict": "confirmed", "source": "import", "round": -1,
+    }))
+
+
+def random_ids(n: int) -> np.ndarray:
+    """`n` random 128-bit ids as 32 hex digits (uuid4().hex's shape), from one urandom call, not n uuid objects."""
+    if n == 0:
+        return np.array([], dtype=object)
+    return np.frombuffer(binascii.hexlify(os.urandom(16 * n)), dtype="S32").astype(str).astype(object)
 
 
 def _seconds(values: pd.Series) -> pd.Series:

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> dict:
     frame, names, display, data_root = hydra.utils.instantiate(cfg.source)
     plan = plan_import(ws, frame, names, display, data_root, mode=mode, source=f"source {cfg.source._target_.rsplit('.', 1)[-1]}",
                        pool=cfg.get("pool"), on_bad_image=cfg.on_bad_image, noise=cfg.get("inject_noise"), taxonomy=cfg.get("taxonomy", "auto"),
-                       origin=cfg.source._target_)
+                       origin=cfg.source._target_, check_images=str(cfg.get("check_images", "decode")))
     if plan.skipped:
         log.warning("skipping %d unreadable images (see import_report.json)", len(plan.skipped))
     report = apply_import(ws, plan, keep_history=bool(cfg.get("keep_history", True)), lock_timeout=lock_timeout_of(cfg))
