@@ -155,6 +155,7 @@ def image_check_rates(folder: Path, sample: int, seed: int = 0) -> list[dict]:
 
 
 def run_all(args: argparse.Namespace, workdir: Path) -> tuple[pd.DataFrame, list[dict], dict]:
+    workdir.mkdir(parents=True, exist_ok=True)
     csv = workdir / "source.csv"
     start = time.perf_counter()
     write_csv(csv, args.rows)
