@@ -242,3 +242,48 @@ def test_queue_rows_built_column_wise_match_the_per_row_rule():
             assert rec["reason"] == "; ".join(f"{c} {outputs[c].score[row]:.3f}" for c in claimants)
             first = next((int(outputs[c].suggested[row]) for c in claimants if outputs[c].suggested[row] >= 0), -1)
             assert (None if pd.isna(rec["suggested_label"]) else rec["suggested_label"]) == (classes[first] if first >= 0 else None)
+
+
+def _reference_picks(outputs, ids, budget, quotas):
+    """The selection rule written as the plain loop: quotas first (each strategy's best rows not taken before
+    it), then the strategies in turn, one row each, until the budget is full. {sample_id: first strategy}."""
+    from kibble.queue.builder import allocate_quotas
+
+    names = list(outputs)
+    orders = {n: sorted((i for i in range(len(ids)) if outputs[n].flagged[i]), key=lambda i: (-outputs[n].score[i], ids[i])) for n in names}
+    quota, taken, cursor = allocate_quotas(names, budget, quotas), {}, {n: 0 for n in names}
+
+    def take(name):
+        while cursor[name] < len(orders[name]):
+            row = orders[name][cursor[name]]
+            cursor[name] += 1
+            if row not in taken:
+                taken[row] = name
+                return True
+        return False
+
+    for name in names:
+        for _ in range(quota[name]):
+            if not take(name):
+                break
+    while len(taken) < budget and any(take(n) for n in names if len(taken) < budget):
+        pass
+    return {ids[row]: name for row, name in taken.items()}
+
+
+def test_queue_selection_matches_the_plain_loop():
+    import numpy as np
+
+    from kibble.strategies.base import StrategyOutput
+
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        n = int(rng.integers(1, 50))
+        names = [f"s{i}" for i in range(int(rng.integers(1, 4)))]
+        outputs = {nm: StrategyOutput(score=rng.random(n).round(2), flagged=rng.random(n) < rng.random(), suggested=rng.integers(-1, 3, n))
+                   for nm in names}
+        ids = [f"id{j:03d}" for j in rng.permutation(n)]
+        budget = int(rng.integers(0, n + 3))
+        quotas = None if rng.random() < 0.5 else {nm: float(rng.random()) + 0.01 for nm in names}
+        queue = build_queue(ids, ["c0"] * n, outputs, ["c0", "c1", "c2"], budget, quotas=quotas)
+        assert dict(zip(queue["sample_id"], queue["strategy"])) == _reference_picks(outputs, ids, budget, quotas)

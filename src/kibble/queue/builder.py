@@ -112,10 +112,15 @@ def build_queue(
                 return True
         return False
 
-    for name in names:
-        for _ in range(quota[name]):
-            if not take(name):
-                break
+    is_taken = np.zeros(len(sample_ids), dtype=bool)
+    for name in names:  # each strategy's quota: its best rows not taken before it (what `take` would pick, in one pass)
+        if quota[name] <= 0:
+            continue
+        free = np.flatnonzero(~is_taken[orders[name]])[: quota[name]]
+        picked = orders[name][free]
+        is_taken[picked] = True
+        taken.update((int(row), [name]) for row in picked)
+        cursor[name] = int(free[-1]) + 1 if len(free) == quota[name] else len(orders[name])
     while len(taken) < budget and any(take(n) for n in names if len(taken) < budget):
         pass
     # every strategy that ranks a taken row within its own top-`budget` adds its reason
@@ -142,8 +147,11 @@ def _queue_rows(taken: dict[int, list[str]], names: list[str], outputs: Mapping[
     depth = max((len(c) for c in taken.values()), default=0)
     pos = {n: i for i, n in enumerate(names)}
     claimant = np.full((depth, len(rows)), -1, dtype=np.int64)  # claimant[d, i]: the d-th strategy that claims row i
-    for i, claimants in enumerate(taken.values()):
-        claimant[:len(claimants), i] = [pos[n] for n in claimants]
+    lists = list(taken.values())
+    if depth:
+        claimant[0] = [pos[c[0]] for c in lists]
+    for i in (i for i, c in enumerate(lists) if len(c) > 1):
+        claimant[1:len(lists[i]), i] = [pos[n] for n in lists[i][1:]]
     score, rank, suggestion = np.zeros(len(rows)), np.zeros(len(rows), dtype=np.int64), np.full(len(rows), -1, dtype=np.int64)
     reasons = np.full(len(rows), "", dtype=object)
     for d in range(depth):
