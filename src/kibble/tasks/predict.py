@@ -31,6 +31,8 @@ from kibble.data.manifest import SPLITS, load_manifest, manifest_fingerprint, re
 from kibble.data.sources import IMAGE_SUFFIXES
 from kibble.data.transforms import build_transform
 from kibble.paths import Workspace, config_dir
+from kibble.predictions.shards import (assemble_shards, missing_line, missing_shards, parse_shard, rows_fingerprint, shard_meta,
+                                       shard_path, shard_rows)
 from kibble.predictions.store import make_frame, write_store
 from kibble.training.build import load_classifier, predict_rows
 
@@ -193,11 +195,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise KibbleError("ckpt_path is required: kibble predict workspace=W ckpt_path=CKPT [split=test | images=DIR]")
     ws = Workspace(cfg.workspace)
+    shard = parse_shard(cfg.get("shard"))
+    ckpt = str(Path(cfg.ckpt_path).expanduser().resolve())
+    out = default_out(ws, cfg)
     model = load_classifier(cfg.ckpt_path)
-    meta: dict[str, Any] = {"ckpt_path": str(Path(cfg.ckpt_path).expanduser().resolve()), "model": type(model).__name__}
+    meta: dict[str, Any] = {"ckpt_path": ckpt, "model": type(model).__name__}
     if cfg.get("images"):
         set_max_image_pixels(cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
         rows, root = folder_rows(cfg.images)
+        if shard is not None:  # the full list's fingerprint, then this job's slice (only its images are checked)
+            meta.update(rows_fingerprint=rows_fingerprint(rows["sample_id"]), shard=shard[0], n_shards=shard[1])
+            rows = shard_rows(rows, *shard)
+            if _shard_done(out, shard, meta):
+                return _after_shard(out, shard, meta, cfg, skipped_work=True)
         rows, skipped = drop_bad_images(rows, root, cfg.get("on_bad_image", "fail"))
         fallback = ClassList.load(ws.classes).names if ws.classes.is_file() else None
         names = model_class_names(model, fallback)
@@ -207,10 +217,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ws.require()
         manifest = load_manifest(ws.manifest)
         rows = split_rows(manifest, str(cfg.split), str(ws.manifest))
+        if shard is not None:
+            meta.update(rows_fingerprint=rows_fingerprint(rows["sample_id"]), shard=shard[0], n_shards=shard[1])
+            rows = shard_rows(rows, *shard)
+            if _shard_done(out, shard, meta):
+                return _after_shard(out, shard, meta, cfg, skipped_work=True)
         frame, extra = predict_manifest(model, ws, rows, cfg)
         meta.update(extra, split=str(cfg.split), images=None, manifest_fingerprint=manifest_fingerprint(manifest))
-    out = default_out(ws, cfg)
     meta.update(n=len(frame), complete=True, created_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+    if shard is not None:
+        write_store(shard_path(out, *shard), frame, meta)
+        return _after_shard(out, shard, meta, cfg)
     write_store(out, frame, meta)
     result: dict[str, Any] = {"out": str(out), "n": len(frame), "skipped": len(meta.get("skipped") or {})}
     labelled = frame["given_label"].notna()
@@ -220,6 +237,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     extra_msg = f" (agreement with given labels {result['accuracy_vs_given']:.4f})" if "accuracy_vs_given" in result else ""
     print(f"wrote {len(frame)} predictions for {where} to {out}{extra_msg}")
     return result
+
+
+def _rerun_hint(cfg: DictConfig) -> str:
+    where = f"images={cfg.images}" if cfg.get("images") else f"split={cfg.split}"
+    return f"kibble predict workspace={cfg.workspace} ckpt_path={cfg.ckpt_path} {where}" + (f" out={cfg.out}" if cfg.get("out") else "")
+
+
+def _shard_done(out: Path, shard: tuple[int, int], meta: dict[str, Any]) -> bool:
+    """This shard's store (or the assembled one) is there for the same row list and checkpoint: a re-launch skips it."""
+    assembled = shard_meta(out)
+    if assembled and assembled.get("rows_fingerprint") == meta["rows_fingerprint"] and assembled.get("ckpt_path") == meta["ckpt_path"]:
+        return True
+    return shard[0] not in missing_shards(out, shard[1], meta["rows_fingerprint"], meta["ckpt_path"])
+
+
+def _after_shard(out: Path, shard: tuple[int, int], meta: dict[str, Any], cfg: DictConfig, skipped_work: bool = False) -> dict[str, Any]:
+    """Assemble when every shard is done (the last one to finish does it); otherwise say what is left."""
+    index, count = shard
+    hint = _rerun_hint(cfg)
+    what = f"shard {index}/{count} already done ({shard_path(out, index, count).name})" if skipped_work else \
+        f"wrote shard {index}/{count}: {meta['n']} predictions to {shard_path(out, index, count)}"
+    assembled = assemble_shards(out, count, meta["rows_fingerprint"], meta["ckpt_path"], hint)
+    if assembled is None:
+        missing = missing_shards(out, count, meta["rows_fingerprint"], meta["ckpt_path"])
+        print(f"{what}; {missing_line(out, count, missing, hint)}")
+        return {"out": str(shard_path(out, index, count)), "n": int(meta.get("n", 0)), "shard": f"{index}/{count}", "assembled": None,
+                "missing_shards": missing}
+    print(f"{what}; all {count} shards done: {assembled['n']} predictions in {out}")
+    return {"out": str(shard_path(out, index, count)), "n": int(meta.get("n", 0)), "shard": f"{index}/{count}", "assembled": str(out),
+            "n_assembled": int(assembled["n"]), "missing_shards": []}
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
