@@ -15,6 +15,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "train": ("kibble.tasks.train", "fine-tune a timm model on the train split, test it, save the best checkpoint"),
     "predict": ("kibble.tasks.predict", "checkpoint -> predictions Parquet for a manifest split or a folder of images"),
     "eval": ("kibble.tasks.evaluate", "per-class F1 vs targets, severity, calibration + HTML report of a checkpoint, predictions or a round"),
+    "embed": ("kibble.tasks.embed", "fill the features-mode cache ahead of a round, as one job or n (shard=i/n)"),
     "kfold": ("kibble.tasks.kfold", "k-fold cross-validation: out-of-fold softmax for every train image (resumable)"),
     "queue": ("kibble.tasks.queue", "rank samples with cleaning strategies into a relabel queue (CSV + Label Studio)"),
     "merge": ("kibble.tasks.merge", "fold reviews (CSV or Label Studio export) into the label history"),

@@ -243,9 +243,25 @@ class Embedder:
         return np.concatenate(out) if out else np.zeros((0, self.model.num_features), dtype=np.float32)
 
     def features_for(self, rows: pd.DataFrame, data_root: str | Path, cache_dir: str | Path, root_id: str | None = None,
-                     progress: bool = True) -> tuple[list[str], np.ndarray]:
-        """Embeddings for `rows` (by sample_id), computing only those missing from the cache or whose file changed."""
+                     progress: bool = True, hold_lock: bool = True) -> tuple[list[str], np.ndarray]:
+        """Embeddings for `rows` (by sample_id), computing only those missing from the cache or whose file changed.
+
+        hold_lock=True: the cache folder's lock is held while embedding, so a second process asking for the same
+        rows waits and then finds them cached. hold_lock=False (`kibble embed shard=i/n`: disjoint slices on
+        several machines): the lock is held only to see what is missing and, afterwards, to consolidate; the
+        embedding writes chunk files in between, so shards embed at the same time.
+        """
         folder = Path(cache_dir) / self.cache_key(str(Path(data_root).resolve()) if root_id is None else root_id)
+        unlocked, unlocked_s = 0, 0.0  # images embedded without the lock, and their seconds (recorded at consolidation)
+        if not hold_lock:
+            unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
+            paths = [resolve_image_path(p, data_root) for p in unique["path"]]
+            with exclusive(folder):
+                todo = stale_rows(read_cache(folder)[0], unique, paths)[0]
+            if todo.any():  # chunk files: the locked pass below (or any later reader) consolidates them
+                started = time.perf_counter()
+                self._embed_chunks(unique[todo], [p for p, t in zip(paths, todo) if t], data_root, folder, progress)
+                unlocked, unlocked_s = int(todo.sum()), time.perf_counter() - started
         with exclusive(folder):
             cached, matrix, chunk_files = read_cache(folder)
             unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
@@ -257,9 +273,9 @@ class Embedder:
                 cached, matrix = merge_parts([(cached, matrix), *read_chunks(written)], folder)
                 chunk_files = chunk_files + written
             if chunk_files or refreshed:
-                run = {"images": int(todo.sum()), "seconds": round(time.perf_counter() - started, 2),
+                run = {"images": int(todo.sum()) + unlocked, "seconds": round(time.perf_counter() - started + unlocked_s, 2),
                        "device": str(self.device), "precision": self.precision_name}
-                self._consolidate(folder, cached, matrix, chunk_files, run if todo.any() else None)
+                self._consolidate(folder, cached, matrix, chunk_files, run if run["images"] else None)
         wanted = rows["sample_id"].tolist()
         if matrix is None:
             return wanted, np.zeros((0, self.model.num_features), dtype=np.float32)
