@@ -44,6 +44,20 @@ DOG_BREEDS = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Ma
 TINY_MODEL = ["model=small", "model.backbone=test_resnet", "model.input_size=32"]
 
 
+def train_tiny_copy(workspace: Path, root: Path, train_batches: int) -> dict:
+    """A private copy of `workspace` (under `root`) with the tiny image model trained on it for a few batches:
+    {"ws": copy, "ckpt": best checkpoint, "root": root}."""
+    import shutil
+
+    from kibble.tasks import train
+
+    ws = root / "ws"
+    shutil.copytree(workspace, ws)
+    cfg = compose_config("train", [f"workspace={ws}", *TINY_MODEL, "data=digits", *TINY_TRAIN, f"++trainer.limit_train_batches={train_batches}"],
+                         output_dir=root / "train")
+    return {"ws": ws, "ckpt": Path(train.run(cfg)["best_checkpoint"]), "root": root}
+
+
 def import_workspace(workspace: str | Path, overrides: list[str] | None = None) -> Path:
     """Run the import task in-process into `workspace` (digits unless overrides say source=...)."""
     from kibble.tasks import import_data

@@ -101,3 +101,22 @@ def test_a_round_validates_once_and_the_workers_trust_it(monkeypatch):
         assert_same(outputs[n], run_strategy(n, labels, probs))
     assert validate_inputs(["neighbors"], labels, probs)[1] is probs  # nothing reads probs: nothing checked
     assert len(calls) == 1 + len(names)
+
+
+@pytest.mark.parametrize("n, k", [(60, 3), (400, 12), (3000, 40), (150, 60)])
+def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
+    """kibble's bounded-memory confident learning flags exactly what cleanlab's find_label_issues flags, ties
+    included (probabilities rounded to 2 decimals), classes with 0 or 1 rows included (n=150, k=60)."""
+    from cleanlab.filter import find_label_issues
+
+    from kibble.strategies.cleaning import confident_learning, prune_by_noise_rate
+
+    rng = np.random.default_rng(n + k)
+    logits = rng.normal(0, 2, (n, k))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = np.round(probs / probs.sum(axis=1, keepdims=True), 2).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = np.where(rng.random(n) < 0.7, probs.argmax(axis=1), rng.integers(0, k, n))
+    expected = find_label_issues(labels, probs, n_jobs=1)
+    assert np.array_equal(prune_by_noise_rate(labels, probs), expected)
+    assert np.array_equal(confident_learning(labels, probs).flagged, expected)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from helpers import TINY_MODEL, TINY_TRAIN, compose_config, run_kibble, write_noise_jpegs
+from helpers import TINY_MODEL, TINY_TRAIN, compose_config, run_kibble, train_tiny_copy, write_noise_jpegs
 from kibble import KibbleError
 from kibble.data.manifest import load_manifest
 from kibble.metrics.classification import classification_metrics
@@ -22,12 +22,7 @@ from kibble.tasks import evaluate, predict, train
 @pytest.fixture(scope="module")
 def trained(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A private digits workspace with a tiny image model trained on it (a few batches)."""
-    root = tmp_path_factory.mktemp("predict_eval")
-    ws = root / "ws"
-    shutil.copytree(digits_workspace, ws)
-    cfg = compose_config("train", [f"workspace={ws}", *TINY_MODEL, "data=digits", *TINY_TRAIN, "++trainer.limit_train_batches=4"], output_dir=root / "train")
-    result = train.run(cfg)
-    return {"ws": ws, "ckpt": Path(result["best_checkpoint"]), "root": root}
+    return train_tiny_copy(digits_workspace, tmp_path_factory.mktemp("predict_eval"), train_batches=4)
 
 
 @pytest.fixture(scope="module")

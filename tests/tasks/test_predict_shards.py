@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import TINY_MODEL, TINY_TRAIN, compose_config
+from helpers import compose_config, train_tiny_copy
 from kibble import KibbleError
 from kibble.predictions.shards import parse_shard, shard_path, shard_rows
 from kibble.predictions.store import read_store, stack
-from kibble.tasks import predict, train
+from kibble.tasks import predict
 
 
 @pytest.fixture(scope="module")
 def trained(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("predict_shards")
-    ws = root / "ws"
-    shutil.copytree(digits_workspace, ws)
-    cfg = compose_config("train", [f"workspace={ws}", *TINY_MODEL, "data=digits", *TINY_TRAIN, "++trainer.limit_train_batches=2"], output_dir=root / "train")
-    return {"ws": ws, "ckpt": Path(train.run(cfg)["best_checkpoint"]), "root": root}
+    return train_tiny_copy(digits_workspace, tmp_path_factory.mktemp("predict_shards"), train_batches=2)
 
 
 def run(trained: dict, tmp_path: Path, *overrides: str) -> dict:

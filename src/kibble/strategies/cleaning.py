@@ -127,9 +127,44 @@ def compute_confident_learning(labels: np.ndarray, probs: np.ndarray, **kwargs) 
         return StrategyOutput(score=empty, suggested=empty.astype(np.int64), flagged=empty.astype(bool))
     if min(float(probs[rows].min()) for rows in row_chunks(len(probs), probs.shape[1])) < 0:
         probs = np.clip(probs, 0.0, None)
-    flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
+    if not kwargs or set(kwargs) <= {"n_jobs", "filter_by"} and kwargs.get("filter_by", "prune_by_noise_rate") == "prune_by_noise_rate":
+        flagged = prune_by_noise_rate(labels, probs)  # cleanlab's default rule without its two copies of the matrix
+    else:
+        flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
     # cleanlab.rank.get_label_quality_scores(method="self_confidence") is p[label]
     return StrategyOutput(score=1.0 - gather(probs, labels), suggested=argmax_rows(probs)[0], flagged=flagged)
+
+
+def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's `find_label_issues` with its defaults (filter_by="prune_by_noise_rate"), the same mask, in
+    bounded memory: cleanlab copies the whole matrix twice (the rows grouped by class, and a copy to
+    compare predictions with labels), +2x the matrix, 8 GB at 10^6 x 1,000 float32. Here one class's rows
+    at a time and one chunk of rows at a time; the arithmetic and the sort are cleanlab's, on the same
+    values in the same order, so ties break alike (tests compare the masks).
+    """
+    from cleanlab.count import FLOATING_POINT_COMPARISON, compute_confident_joint
+    from cleanlab.filter import _keep_at_least_n_per_class
+
+    k_classes = probs.shape[1]
+    confident_joint = compute_confident_joint(labels=labels, pred_probs=probs)
+    prune = _keep_at_least_n_per_class(prune_count_matrix=confident_joint.T, n=1, frac_noise=1.0)
+    flagged = np.zeros(len(labels), dtype=bool)
+    for k in range(k_classes):
+        rows = np.flatnonzero(labels == k)
+        if len(rows) <= 1:  # cleanlab: a class with <= min_examples_per_class (1) rows flags none
+            continue
+        mine = probs[rows]  # this class's rows only
+        mask = np.zeros(len(rows), dtype=bool)
+        for j in np.flatnonzero(prune[:, k]):
+            if j != k:
+                margin = mine[:, j] - mine[:, k]
+                mask[np.argsort(-margin)[: prune[j, k]]] = True
+        flagged[rows] = mask
+    for part in row_chunks(len(labels), k_classes):  # un-flag rows whose (nudged) prediction is their label
+        nudged = probs[part].copy()
+        nudged[np.arange(len(nudged)), labels[part]] += FLOATING_POINT_COMPARISON
+        flagged[part] &= nudged.argmax(axis=1) != labels[part]
+    return flagged
 
 
 def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
