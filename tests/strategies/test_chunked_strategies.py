@@ -117,6 +117,13 @@ def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
     probs = np.round(probs / probs.sum(axis=1, keepdims=True), 2).astype(np.float32)
     probs /= probs.sum(axis=1, keepdims=True)
     labels = np.where(rng.random(n) < 0.7, probs.argmax(axis=1), rng.integers(0, k, n))
+    from cleanlab.count import compute_confident_joint
+
+    from kibble.strategies.cleaning import confident_joint
+
     expected = find_label_issues(labels, probs, n_jobs=1)
     assert np.array_equal(prune_by_noise_rate(labels, probs), expected)
     assert np.array_equal(confident_learning(labels, probs).flagged, expected)
+    assert np.array_equal(confident_joint(labels, probs), compute_confident_joint(labels, probs))
+    wide = probs.astype(np.float64)  # float64 input: compared as cleanlab compares, no float32 threshold
+    assert np.array_equal(prune_by_noise_rate(labels, wide), find_label_issues(labels, wide, n_jobs=1))

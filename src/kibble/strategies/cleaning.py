@@ -15,6 +15,7 @@ from scipy.stats import rankdata
 from kibble import KibbleError
 from kibble.strategies import knn
 from kibble.strategies.base import (
+    CHUNK_ELEMENTS,
     StrategyOutput,
     argmax_rows,
     best_other,
@@ -137,34 +138,71 @@ def compute_confident_learning(labels: np.ndarray, probs: np.ndarray, **kwargs) 
 
 def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """cleanlab's `find_label_issues` with its defaults (filter_by="prune_by_noise_rate"), the same mask, in
-    bounded memory: cleanlab copies the whole matrix twice (the rows grouped by class, and a copy to
-    compare predictions with labels), +2x the matrix, 8 GB at 10^6 x 1,000 float32. Here one class's rows
-    at a time and one chunk of rows at a time; the arithmetic and the sort are cleanlab's, on the same
-    values in the same order, so ties break alike (tests compare the masks).
+    bounded memory and without a Python call per (class, class) pair.
+
+    cleanlab copies the whole matrix three times (a boolean and a float copy for the confident joint, the
+    rows grouped by class, a copy to compare predictions with labels): +8 GB at 10^6 x 1,000 float32.
+    Here the confident joint is counted a chunk of rows at a time, the pruning takes one class's rows at a
+    time with one sort call for all its columns, and only flagged rows are compared with their labels. The
+    arithmetic and the sort algorithm are cleanlab's, on the same values in the same order, so ties break
+    alike (tests compare the masks).
     """
-    from cleanlab.count import FLOATING_POINT_COMPARISON, compute_confident_joint
+    from cleanlab.count import FLOATING_POINT_COMPARISON
     from cleanlab.filter import _keep_at_least_n_per_class
 
     k_classes = probs.shape[1]
-    confident_joint = compute_confident_joint(labels=labels, pred_probs=probs)
-    prune = _keep_at_least_n_per_class(prune_count_matrix=confident_joint.T, n=1, frac_noise=1.0)
+    prune = _keep_at_least_n_per_class(prune_count_matrix=confident_joint(labels, probs).T, n=1, frac_noise=1.0)
     flagged = np.zeros(len(labels), dtype=bool)
     for k in range(k_classes):
         rows = np.flatnonzero(labels == k)
-        if len(rows) <= 1:  # cleanlab: a class with <= min_examples_per_class (1) rows flags none
+        columns = np.flatnonzero(prune[:, k])
+        columns = columns[columns != k]
+        if len(rows) <= 1 or not len(columns):  # cleanlab: a class with <= min_examples_per_class (1) rows flags none
             continue
         mine = probs[rows]  # this class's rows only
         mask = np.zeros(len(rows), dtype=bool)
-        for j in np.flatnonzero(prune[:, k]):
-            if j != k:
-                margin = mine[:, j] - mine[:, k]
-                mask[np.argsort(-margin)[: prune[j, k]]] = True
+        step = max(1, CHUNK_ELEMENTS // len(rows))
+        for start in range(0, len(columns), step):
+            cols = columns[start:start + step]
+            order = np.argsort(-(mine[:, cols] - mine[:, [k]]), axis=0)  # per column: cleanlab's argsort(-margin)
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(len(rows))[:, None], axis=0)
+            mask |= (rank < prune[cols, k][None, :]).any(axis=1)
         flagged[rows] = mask
-    for part in row_chunks(len(labels), k_classes):  # un-flag rows whose (nudged) prediction is their label
-        nudged = probs[part].copy()
-        nudged[np.arange(len(nudged)), labels[part]] += FLOATING_POINT_COMPARISON
-        flagged[part] &= nudged.argmax(axis=1) != labels[part]
+    hits = np.flatnonzero(flagged)
+    for start in range(0, len(hits), max(1, CHUNK_ELEMENTS // k_classes)):  # un-flag rows whose (nudged) prediction is their label
+        part = hits[start:start + max(1, CHUNK_ELEMENTS // k_classes)]
+        nudged = probs[part]
+        nudged[np.arange(len(part)), labels[part]] += FLOATING_POINT_COMPARISON
+        flagged[part[nudged.argmax(axis=1) == labels[part]]] = False
     return flagged
+
+
+def confident_joint(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's `compute_confident_joint` (calibrated, K x K, rows = given label), counted a chunk of rows at a
+    time: cleanlab builds an (N, K) boolean and float copy of the matrix for it."""
+    from cleanlab.count import calibrate_confident_joint, get_confident_thresholds
+
+    k_classes = probs.shape[1]
+    thresholds = np.asarray(get_confident_thresholds(labels, probs)) - 1e-6
+    if probs.dtype == np.float32:  # compare in float32: p >= t exactly when p >= the smallest float32 not below t
+        low = thresholds.astype(np.float32)
+        thresholds = np.where(low < thresholds, np.nextafter(low, np.float32(np.inf)), low)
+    counts = np.zeros(k_classes * k_classes, dtype=np.int64)
+    step = max(1, (1 << 22) // k_classes)  # 4M values a chunk (16 MB float32 + 4 MB boolean): few calls, bounded memory
+    for part in (slice(start, start + step) for start in range(0, len(labels), step)):
+        confident = probs[part] >= thresholds
+        n_confident = np.count_nonzero(confident, axis=1)
+        guess = confident.argmax(axis=1)
+        several = np.flatnonzero(n_confident > 1)  # 2+ confident classes: the likeliest
+        guess[several] = probs[part][several].argmax(axis=1)
+        keep = n_confident > 0
+        counts += np.bincount(guess[keep] * k_classes + labels[part][keep], minlength=k_classes * k_classes)
+    # [given, true guess] as the transpose of a [guess, given] matrix, like cleanlab's confusion_matrix(...).T: the
+    # calibration's float sums run in memory order, so the layout must match for the same rounding
+    joint = counts.reshape(k_classes, k_classes).T
+    np.fill_diagonal(joint, joint.diagonal().clip(min=1))
+    return calibrate_confident_joint(joint, labels)
 
 
 def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
