@@ -41,6 +41,8 @@ def test_shards_assemble_into_the_unsharded_store(trained: dict, tmp_path: Path,
     assert not any(shard_path(out, i, 3).exists() for i in range(3))  # slices removed once assembled
     again = run(trained, tmp_path, f"out={out}", "shard=0/3")  # a re-launch of a finished set changes nothing
     assert again["assembled"] == str(out) and "already done" in capsys.readouterr().out
+    other = run(trained, tmp_path, f"out={out}", "shard=0/2")  # another shard count is another set: this slice is predicted
+    assert other["assembled"] is None and other["missing_shards"] == [1] and "wrote shard 0/2" in capsys.readouterr().out
 
 
 def test_shard_values_and_slices():

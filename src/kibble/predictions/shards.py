@@ -68,6 +68,13 @@ def shard_meta(path: Path) -> dict[str, Any] | None:
     return read_json(meta) if path.is_file() and meta.is_file() else None
 
 
+def assembled_for(out: str | Path, count: int, fingerprint: str, ckpt: str) -> dict[str, Any] | None:
+    """The sidecar of `out` when it was assembled from `count` shards of this row list and checkpoint, else None."""
+    done = shard_meta(Path(out))
+    same = done and done.get("rows_fingerprint") == fingerprint and done.get("ckpt_path") == ckpt and done.get("n_shards") == count
+    return done if same else None
+
+
 def missing_shards(out: str | Path, count: int, fingerprint: str, ckpt: str) -> list[int]:
     """Shards with no complete store for this row list and checkpoint."""
     missing = []
@@ -86,8 +93,8 @@ def assemble_shards(out: str | Path, count: int, fingerprint: str, ckpt: str, re
     """
     out = Path(out)
     with FileLock(str(out.with_name(f".{out.name}.assemble.lock"))):
-        done = shard_meta(out)
-        if done and done.get("rows_fingerprint") == fingerprint and done.get("ckpt_path") == ckpt and done.get("n_shards") == count:
+        done = assembled_for(out, count, fingerprint, ckpt)
+        if done:
             return done
         missing = missing_shards(out, count, fingerprint, ckpt)
         if missing:

@@ -31,7 +31,7 @@ from kibble.data.manifest import SPLITS, load_manifest, manifest_fingerprint, re
 from kibble.data.sources import IMAGE_SUFFIXES
 from kibble.data.transforms import build_transform
 from kibble.paths import Workspace, config_dir
-from kibble.predictions.shards import (assemble_shards, missing_line, missing_shards, parse_shard, rows_fingerprint, shard_meta,
+from kibble.predictions.shards import (assembled_for, assemble_shards, missing_line, missing_shards, parse_shard, rows_fingerprint,
                                        shard_path, shard_rows)
 from kibble.predictions.store import make_frame, write_store
 from kibble.training.build import load_classifier, predict_rows
@@ -246,8 +246,7 @@ def _rerun_hint(cfg: DictConfig) -> str:
 
 def _shard_done(out: Path, shard: tuple[int, int], meta: dict[str, Any]) -> bool:
     """This shard's store (or the assembled one) is there for the same row list and checkpoint: a re-launch skips it."""
-    assembled = shard_meta(out)
-    if assembled and assembled.get("rows_fingerprint") == meta["rows_fingerprint"] and assembled.get("ckpt_path") == meta["ckpt_path"]:
+    if assembled_for(out, shard[1], meta["rows_fingerprint"], meta["ckpt_path"]):
         return True
     return shard[0] not in missing_shards(out, shard[1], meta["rows_fingerprint"], meta["ckpt_path"])
 
