@@ -252,10 +252,10 @@ class Embedder:
         embedding writes chunk files in between, so shards embed at the same time.
         """
         folder = Path(cache_dir) / self.cache_key(str(Path(data_root).resolve()) if root_id is None else root_id)
+        unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
+        paths = [resolve_image_path(p, data_root) for p in unique["path"]]
         unlocked, unlocked_s = 0, 0.0  # images embedded without the lock, and their seconds (recorded at consolidation)
         if not hold_lock:
-            unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
-            paths = [resolve_image_path(p, data_root) for p in unique["path"]]
             with exclusive(folder):
                 todo = stale_rows(read_cache(folder)[0], unique, paths)[0]
             if todo.any():  # chunk files: the locked pass below (or any later reader) consolidates them
@@ -264,8 +264,6 @@ class Embedder:
                 unlocked, unlocked_s = int(todo.sum()), time.perf_counter() - started
         with exclusive(folder):
             cached, matrix, chunk_files = read_cache(folder)
-            unique = rows.drop_duplicates("sample_id").reset_index(drop=True)
-            paths = [resolve_image_path(p, data_root) for p in unique["path"]]
             todo, cached, refreshed = stale_rows(cached, unique, paths)
             started = time.perf_counter()
             if todo.any():
