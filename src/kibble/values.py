@@ -4,12 +4,16 @@ missing-value checks, conversion once per distinct value, id look-ups hashed in 
 from __future__ import annotations
 
 from collections.abc import Callable
+import json
+from json.encoder import encode_basestring  # the C encoder json.dumps(ensure_ascii=False) uses for str
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from kibble.io import json_default
 
 
 def is_missing(value: Any) -> bool:
@@ -50,6 +54,31 @@ def map_distinct(values: Any, convert: Callable[[Any], Any], missing: Any = None
     table[:-1] = [convert(v) for v in uniq]
     table[-1] = missing  # code -1
     return table[codes]
+
+
+def json_texts(values: Any, missing: str = "null") -> np.ndarray:
+    """Each cell as the JSON text `json.dumps(cell, ensure_ascii=False)` writes (missing -> `missing`), a column
+    at a time: integers through numpy, floats through float.__repr__ (json's own), anything else once per
+    distinct value (text through json's C string encoder). Event ids and Label Studio task files are built
+    from these fragments, so they match what json.dumps of the whole object gives."""
+    if not isinstance(values, pd.Series):
+        values = pd.Series(np.asarray(values, dtype=object), dtype=object)
+    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=np.int64).astype(str).astype(object)
+    if pd.api.types.is_float_dtype(values.dtype):
+        floats = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        out = np.array([float.__repr__(v) for v in floats.tolist()], dtype=object)
+        out[np.isposinf(floats)], out[np.isneginf(floats)], out[np.isnan(floats)] = "Infinity", "-Infinity", missing
+        return out
+    return map_distinct(values, json_text, missing=missing)
+
+
+def json_text(value: Any) -> str:
+    """One scalar as json.dumps(value, ensure_ascii=False) writes it (numpy scalars as Python ones)."""
+    if isinstance(value, str):
+        return encode_basestring(value)
+    value = value.item() if hasattr(value, "item") and not isinstance(value, bytes) else value
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def is_in(values: Any, among: Any) -> np.ndarray:

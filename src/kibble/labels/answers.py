@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.annotation.quality import human_notes
-from kibble.values import is_in, is_missing, map_distinct
+from kibble.annotation.quality import LABEL_VERDICTS, human_notes  # confirmed/corrected: one answer kind, "this image shows <label>"
+from kibble.values import is_in, is_missing, json_texts, map_distinct
 
-LABEL_VERDICTS = ("confirmed", "corrected")  # one answer kind: "this image shows <label>"
 
 
 def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | None, source: str,
@@ -37,7 +36,8 @@ def event_id(sample_id: str, label: str | None, verdict: str, annotator: str | N
 
 
 def event_ids(sample_id, label, verdict, annotator, source: str, rounds, note) -> np.ndarray:
-    """`event_id` of every row of these columns (text or None; `rounds` integers), as an object array.
+    """`event_id` of every row of these columns (text or None: `event_id`'s str() of the sample id is the caller's;
+    `rounds` integers), as an object array.
 
     Builds the very string `json.dumps([...], ensure_ascii=False)` builds (", "-separated items,
     str through the same C encoder, None as null, int as its repr), so the ids are those `event_id`
@@ -48,18 +48,12 @@ def event_ids(sample_id, label, verdict, annotator, source: str, rounds, note) -
     notes = np.asarray(note, dtype=object).copy()
     notes[pd.isna(notes)] = ""
     fragments = [
-        _json(sample_id, str), _json(label), _json(kind), _json(annotator),
+        json_texts(sample_id), json_texts(label), json_texts(kind), json_texts(annotator),
         np.full(len(kind), encode_basestring(source), dtype=object),
-        np.asarray(rounds, dtype=np.int64).astype(str).astype(object), _json(notes),
+        np.asarray(rounds, dtype=np.int64).astype(str).astype(object), json_texts(notes),
     ]
     texts = ["[" + ", ".join(parts) + "]" for parts in zip(*fragments)]
     return np.array([hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts], dtype=object)
-
-
-def _json(values, convert=None) -> np.ndarray:
-    """Each value's JSON fragment (None/NaN -> null), encoded once per distinct value."""
-    return map_distinct(pd.Series(np.asarray(values, dtype=object), dtype=object),
-                        lambda v: encode_basestring(convert(v) if convert else v), missing="null")
 
 
 def new_answers(reviews: dict[str, np.ndarray], source: str, round_index: int | None, current_round: int,

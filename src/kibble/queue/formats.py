@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
-from kibble.values import is_missing, map_distinct
+from kibble.values import is_missing, json_text, json_texts, map_distinct
 from kibble.data.classes import ClassList
-from kibble.io import atomic_path, atomic_write_csv, atomic_write_text, json_default
+from kibble.io import atomic_path, atomic_write_csv, atomic_write_text
 from kibble.labels.history import VERDICTS
 
 QUEUE_COLUMNS = [
@@ -263,7 +263,7 @@ def task_lines(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | No
     n = len(queue)
 
     def column(col: str, missing: str = "null") -> np.ndarray:
-        return _json_fragments(queue[col], missing) if col in queue.columns else np.full(n, missing, dtype=object)
+        return json_texts(queue[col], missing) if col in queue.columns else np.full(n, missing, dtype=object)
 
     image = map_distinct(queue["path"].astype(str).astype(object), lambda p: encode_basestring(image_url(p)))
     parts = [np.full(n, '{"data": {"image": ', dtype=object), image]
@@ -271,7 +271,7 @@ def task_lines(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | No
         parts += [np.full(n, f', "{col}": ', dtype=object), column(col)]
     for name_col in NAME_COLUMNS.values():
         shown = queue[name_col].astype(object).where(queue[name_col].notna() & (queue[name_col].astype(object) != ""), NO_CLASS)
-        parts += [np.full(n, f', "{name_col}": ', dtype=object), map_distinct(shown, _json_scalar)]
+        parts += [np.full(n, f', "{name_col}": ', dtype=object), map_distinct(shown, json_text)]
     parts.append(np.full(n, "}", dtype=object))
     suggested = queue["suggested_label"].notna().to_numpy(dtype=bool) if "suggested_label" in queue.columns else np.zeros(n, dtype=bool)
     if model_version:
@@ -279,7 +279,7 @@ def task_lines(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | No
     else:
         version = map_distinct(queue["round"].astype(object), lambda r: json.dumps(f"kibble-round-{int(r):03d}"), missing='"kibble"')
     result_id = map_distinct(queue["queue_id"].astype(str).astype(object), lambda q: encode_basestring(f"q{q[-20:]}"))
-    score = (_json_fragments(pd.to_numeric(queue["score"], errors="coerce").astype(np.float64), missing="") if "score" in queue.columns
+    score = (json_texts(pd.to_numeric(queue["score"], errors="coerce").astype(np.float64), missing="") if "score" in queue.columns
              else np.full(n, "", dtype=object))
     choice = map_distinct(queue["suggested_label"], lambda v: encode_basestring(str(v))) if suggested.any() else np.full(n, "", dtype=object)
     prediction = np.full(n, "", dtype=object)
@@ -291,26 +291,6 @@ def task_lines(queue: pd.DataFrame, image_url: ImageUrl, model_version: str | No
     ]
     parts += [prediction, np.full(n, "}", dtype=object)]
     return ["".join(row) for row in zip(*parts)]
-
-
-def _json_fragments(values: pd.Series, missing: str = "null") -> np.ndarray:
-    """Each cell as the JSON text json.dumps writes for it (missing -> `missing`), a column at a time:
-    integers through numpy, floats through float.__repr__ (json's own), text through json's C string encoder."""
-    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
-        return values.to_numpy(dtype=np.int64).astype(str).astype(object)
-    if pd.api.types.is_float_dtype(values.dtype):
-        floats = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        out = np.array([float.__repr__(v) for v in floats.tolist()], dtype=object)
-        out[np.isposinf(floats)], out[np.isneginf(floats)], out[np.isnan(floats)] = "Infinity", "-Infinity", missing
-        return out
-    return map_distinct(values, _json_scalar, missing=missing)
-
-
-def _json_scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return encode_basestring(value)
-    value = value.item() if hasattr(value, "item") and not isinstance(value, bytes) else value
-    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def tasks_file_text(lines: list[str]) -> str:
