@@ -48,9 +48,9 @@ class StrategyOutput:
 # ------------------------------------------------------------------------------------------ chunks
 
 
-def row_chunks(n_rows: int, n_cols: int) -> Iterator[slice]:
-    """Slices of consecutive rows holding about CHUNK_ELEMENTS values each (at least one row)."""
-    step = max(1, CHUNK_ELEMENTS // max(int(n_cols), 1))
+def row_chunks(n_rows: int, n_cols: int, elements: int = CHUNK_ELEMENTS) -> Iterator[slice]:
+    """Slices of consecutive rows holding about `elements` values each (at least one row)."""
+    step = max(1, int(elements) // max(int(n_cols), 1))
     for start in range(0, int(n_rows), step):
         yield slice(start, min(int(n_rows), start + step))
 

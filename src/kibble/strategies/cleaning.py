@@ -15,7 +15,6 @@ from scipy.stats import rankdata
 from kibble import KibbleError
 from kibble.strategies import knn
 from kibble.strategies.base import (
-    CHUNK_ELEMENTS,
     StrategyOutput,
     argmax_rows,
     best_other,
@@ -161,16 +160,15 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
             continue
         mine = probs[rows]  # this class's rows only
         mask = np.zeros(len(rows), dtype=bool)
-        step = max(1, CHUNK_ELEMENTS // len(rows))
-        for start in range(0, len(columns), step):
-            cols = columns[start:start + step]
+        for chunk in row_chunks(len(columns), len(rows)):  # a few columns at a time: each is one of this class's rows long
+            cols = columns[chunk]
             # one row per column, contiguous: cleanlab's argsort(-margin) of each column, one call for all of them
             order = np.argsort(np.ascontiguousarray((-(mine[:, cols] - mine[:, [k]])).T), axis=1)
             mask[order[np.arange(len(rows))[None, :] < prune[cols, k][:, None]]] = True  # each column's top counts
         flagged[rows] = mask
     hits = np.flatnonzero(flagged)
-    for start in range(0, len(hits), max(1, CHUNK_ELEMENTS // k_classes)):  # un-flag rows whose (nudged) prediction is their label
-        part = hits[start:start + max(1, CHUNK_ELEMENTS // k_classes)]
+    for chunk in row_chunks(len(hits), k_classes):  # un-flag rows whose (nudged) prediction is their label
+        part = hits[chunk]
         nudged = probs[part]
         nudged[np.arange(len(part)), labels[part]] += FLOATING_POINT_COMPARISON
         flagged[part[nudged.argmax(axis=1) == labels[part]]] = False
@@ -188,8 +186,7 @@ def confident_joint(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         low = thresholds.astype(np.float32)
         thresholds = np.where(low < thresholds, np.nextafter(low, np.float32(np.inf)), low)
     counts = np.zeros(k_classes * k_classes, dtype=np.int64)
-    step = max(1, (1 << 22) // k_classes)  # 4M values a chunk (16 MB float32 + 4 MB boolean): few calls, bounded memory
-    for part in (slice(start, start + step) for start in range(0, len(labels), step)):
+    for part in row_chunks(len(labels), k_classes, elements=1 << 22):  # 4M values (16 MB float32 + 4 MB boolean): few calls
         confident = probs[part] >= thresholds
         n_confident = np.count_nonzero(confident, axis=1)
         guess = confident.argmax(axis=1)
