@@ -124,12 +124,18 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30  # not Linux: an upper bound
 
 
-def measure(kind: str, workspace: Path, reviews: Path | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(workspace), str(reviews or "")],
+def run_child(script: str, kind: str, *args: object) -> dict:
+    """`script --child KIND ARGS...` in a fresh Python (passive OpenMP waiting); the JSON of its last stdout line.
+    Also bench_ops.py's runner: a measurement per fresh process, its own imports, its own peak memory."""
+    out = subprocess.run([sys.executable, script, "--child", kind, *(str(a) for a in args)],
                          capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     if out.returncode:
         raise SystemExit(f"child {kind} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(kind: str, workspace: Path, reviews: Path | None = None) -> dict:
+    return run_child(__file__, kind, workspace, reviews or "")
 
 
 def bench_merge(rows: int, reviews: int, repeats: int, workdir: Path) -> tuple[pd.DataFrame, dict]:

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -129,11 +128,9 @@ def child(kind: str, target: str, arg: str) -> None:
 
 
 def measure(kind: str, target: Path, arg: str = "") -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(target), arg], capture_output=True, text=True,
-                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    if out.returncode:
-        raise SystemExit(f"child {kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from bench_labels import run_child
+
+    return run_child(__file__, kind, target, arg)
 
 
 def image_check_rates(folder: Path, sample: int, seed: int = 0) -> list[dict]:
