@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import pytest
 
 from helpers import run_kibble
@@ -110,6 +111,16 @@ def round0(digits_workspace: Path, setup: dict, tmp_path_factory: pytest.TempPat
     return {"ws": ws, "result": result}
 
 
+@pytest.fixture(scope="module")
+def round0_one_by_one(digits_workspace: Path, setup: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Round 0 with the folds trained one by one (cv.heads_together=false): a fold's own job
+    (cv.fold=k) reproduces it exactly."""
+    root = tmp_path_factory.mktemp("kfold_round0_one_by_one")
+    ws = copy_workspace(digits_workspace, root / "ws", setup["images"])
+    cfg = compose_config("kfold", [*features_overrides(ws, setup["weights"], setup["cache"]), "cv.heads_together=false"], output_dir=root / "out")
+    return {"ws": ws, "result": kfold.run(cfg)}
+
+
 @pytest.fixture
 def fresh_ws(fresh_digits_workspace: Path, setup: dict) -> Path:
     Workspace(fresh_digits_workspace).update_state(data_root=str(setup["images"]))
@@ -172,7 +183,40 @@ def test_kfold_round_on_digits(round0: dict):
     assert 0 < len(queue) <= round(0.1 * len(oof)) and queue["sample_id"].isin(oof["sample_id"]).all()
 
 
-def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_folds_trained_together_match_one_by_one(round0: dict, round0_one_by_one: dict, setup: dict):
+    """The default features round trains the five heads as one batched model: same inner splits, the same
+    accuracy as five separate fits (up to random streams), and fold checkpoints that reproduce the store."""
+    import hydra
+
+    from kibble.training.build import attach_features, load_classifier
+
+    together, alone = Workspace(round0["ws"]), Workspace(round0_one_by_one["ws"])
+    classes = ClassList.load(together.classes)
+    for k in range(N_FOLDS):
+        meta = read_json(sidecar_path(together.round_dir(0) / f"fold_{k}" / "heldout.parquet"))
+        single = read_json(sidecar_path(alone.round_dir(0) / f"fold_{k}" / "heldout.parquet"))
+        assert meta["trained_with_folds"] == list(range(N_FOLDS)) and "trained_with_folds" not in single
+        assert (meta["n_fit"], meta["n_inner_val"], meta["n_heldout"]) == (single["n_fit"], single["n_inner_val"], single["n_heldout"])
+    acc_together = oof_accuracy(check_oof(together.root, N_FOLDS), classes.names)
+    acc_alone = oof_accuracy(check_oof(alone.root, N_FOLDS), classes.names)
+    assert abs(acc_together - acc_alone) <= 0.03, (acc_together, acc_alone)
+
+    cfg = compose_config("kfold", features_overrides(together.root, setup["weights"], setup["cache"]))
+    dm = hydra.utils.instantiate(cfg.data)
+    attach_features(cfg, dm)
+    for k in (0, 3):
+        model = load_classifier(together.round_dir(0) / f"fold_{k}" / "checkpoints" / "best.ckpt")
+        held, _ = read_store(together.round_dir(0) / f"fold_{k}" / "heldout.parquet", classes.names)
+        x = dm.matrix[[dm.features[s] for s in held["sample_id"]]]
+        with torch.no_grad():
+            probs = model(x).softmax(-1).numpy()
+        np.testing.assert_allclose(probs, stack(held), atol=1e-5)
+
+
+def test_interrupted_round_of_heads_together_resumes(fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A crash while the together fit writes fold 3: folds 0-2 stay complete, the re-run trains 3 and 4 together."""
+    from kibble.training import round as round_engine
+
     round_dir = Workspace(fresh_ws).round_dir(0)
     real_write = kfold_engine.write_store
 
@@ -185,6 +229,34 @@ def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tm
         patch.setattr(kfold_engine, "write_store", crash_in_fold_3)
         with pytest.raises(RuntimeError, match="injected crash"):
             run_kfold(fresh_ws, setup, tmp_path / "out1")
+    assert not (round_dir / "oof.parquet").exists() and not (round_dir / "fold_4" / "heldout.parquet").exists()
+    done = {k: snapshot(round_dir / f"fold_{k}") for k in range(3)}
+    assert all(done.values())
+
+    calls = []
+    real_together = round_engine.train_folds_together
+    monkeypatch.setattr(round_engine, "train_folds_together", lambda kround, ks, show: calls.append(list(ks)) or real_together(kround, ks, show))
+    monkeypatch.setattr(KFoldRound, "run_fold", lambda self, k: pytest.fail(f"fold {k} trained alone"))
+    result = run_kfold(fresh_ws, setup, tmp_path / "out2")
+    assert calls == [[3, 4]] and result["folds_run"] == [3, 4] and result["pending_folds"] == []
+    assert {k: snapshot(round_dir / f"fold_{k}") for k in range(3)} == done  # folds 0-2 untouched
+    classes = ClassList.load(Workspace(fresh_ws).classes)
+    assert oof_accuracy(check_oof(fresh_ws, N_FOLDS), classes.names) >= 0.90
+
+
+def test_interrupted_round_resumes(round0_one_by_one: dict, fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    round_dir = Workspace(fresh_ws).round_dir(0)
+    real_write = kfold_engine.write_store
+
+    def crash_in_fold_3(path, frame, meta):
+        if Path(path).parent.name == "fold_3" and Path(path).name == "heldout.parquet":
+            raise RuntimeError("injected crash while saving fold 3")
+        return real_write(path, frame, meta)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kfold_engine, "write_store", crash_in_fold_3)
+        with pytest.raises(RuntimeError, match="injected crash"):
+            run_kfold(fresh_ws, setup, tmp_path / "out1", "cv.heads_together=false")
     assert not (round_dir / "oof.parquet").exists()
     assert not (round_dir / "fold_3" / "heldout.parquet").exists()
     assert not (round_dir / "fold_4").exists()
@@ -199,17 +271,17 @@ def test_interrupted_round_resumes(round0: dict, fresh_ws: Path, setup: dict, tm
         return real_run_fold(self, k)
 
     monkeypatch.setattr(KFoldRound, "run_fold", spy)
-    result = run_kfold(fresh_ws, setup, tmp_path / "out2")
+    result = run_kfold(fresh_ws, setup, tmp_path / "out2", "cv.heads_together=false")
     assert calls == [3, 4] and result["folds_run"] == [3, 4] and result["pending_folds"] == []
     assert {k: snapshot(round_dir / f"fold_{k}") for k in range(3)} == done  # folds 0-2 untouched
     oof = check_oof(fresh_ws, N_FOLDS)
-    reference = pd.read_parquet(Workspace(round0["ws"]).round_dir(0) / "oof.parquet")
+    reference = pd.read_parquet(Workspace(round0_one_by_one["ws"]).round_dir(0) / "oof.parquet")
     assert oof["sample_id"].tolist() == reference["sample_id"].tolist()
     assert oof["fold"].tolist() == reference["fold"].tolist()
     np.testing.assert_allclose(stack(oof), stack(reference), atol=1e-5)
 
 
-def test_single_fold_jobs_then_assemble(round0: dict, fresh_ws: Path, setup: dict, tmp_path: Path):
+def test_single_fold_jobs_then_assemble(round0_one_by_one: dict, fresh_ws: Path, setup: dict, tmp_path: Path):
     round_dir = Workspace(fresh_ws).round_dir(0)
     result = run_kfold(fresh_ws, setup, tmp_path / "out1", "cv.fold=2")
     assert result["folds_run"] == [2] and result["pending_folds"] == [0, 1, 3, 4]
@@ -222,7 +294,7 @@ def test_single_fold_jobs_then_assemble(round0: dict, fresh_ws: Path, setup: dic
     assert snapshot(round_dir) == before  # nothing trained, nothing assembled
 
     # the other folds, run as other jobs (here: round 0's identical folds), meet in the store
-    reference_dir = Workspace(round0["ws"]).round_dir(0)
+    reference_dir = Workspace(round0_one_by_one["ws"]).round_dir(0)
     for k in (0, 1, 3, 4):
         shutil.copytree(reference_dir / f"fold_{k}", round_dir / f"fold_{k}")
     result = run_kfold(fresh_ws, setup, tmp_path / "out3", "cv.assemble_only=true")

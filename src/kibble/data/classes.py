@@ -84,6 +84,10 @@ class ClassList:
     def index(self) -> dict[str, int]:
         return {c.name: i for i, c in enumerate(self.classes)}
 
+    def codes(self, labels: Any) -> np.ndarray:
+        """Class index of each label (-1 for a missing or unknown one), hashed column-wise, not per row in Python."""
+        return pd.Categorical(np.asarray(labels, dtype=object), categories=self.names).codes.astype(np.int64)
+
     @property
     def display_names(self) -> dict[str, str]:
         """name -> display name (the name itself when none is set)."""

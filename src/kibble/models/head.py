@@ -40,16 +40,34 @@ class FeatureClassifier(ClassifierBase):
         self.setup_common(num_classes, optimizer, scheduler, label_smoothing)
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardise with the training rows' statistics (part of the checkpoint).
-
-        Each feature's spread is floored at a tenth of the mean spread: a feature that barely varies
-        over a small fit set (a seed set of a few images per class) would otherwise blow up on new images.
-        """
-        mean = features.mean(0)
-        std = features.std(0) if len(features) > 1 else torch.ones_like(mean)
-        floor = max(1e-6, 0.1 * float(torch.nan_to_num(std, nan=0.0).mean()))
+        """Standardise with the training rows' statistics (part of the checkpoint); see feature_stats."""
+        mean, std = feature_stats(features)
         self.feature_mean.copy_(mean)
-        self.feature_std.copy_(torch.nan_to_num(std, nan=1.0).clamp_min(floor))
+        self.feature_std.copy_(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head((x - self.feature_mean) / self.feature_std)
+
+
+def feature_stats(matrix: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of `matrix[rows]` (all rows when None), accumulated in float64 over chunks of rows,
+    so 10^6 fit rows of a fold are never copied out of the matrix at once.
+
+    Each feature's spread is floored at a tenth of the mean spread: a feature that barely varies over
+    a small fit set (a seed set of a few images per class) would otherwise blow up on new images.
+    """
+    n = int(len(matrix) if rows is None else len(rows))
+    total = torch.zeros(matrix.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, n, chunk):
+        part = matrix[start:start + chunk] if rows is None else matrix[rows[start:start + chunk]]
+        part = part.double()
+        total += part.sum(0)
+        squares += (part * part).sum(0)
+    mean = total / max(n, 1)
+    if n > 1:
+        std = ((squares - n * mean * mean).clamp_min(0) / (n - 1)).sqrt()
+    else:
+        std = torch.ones_like(mean)
+    floor = max(1e-6, 0.1 * float(torch.nan_to_num(std, nan=0.0).mean()))
+    return mean.float(), torch.nan_to_num(std, nan=1.0).clamp_min(floor).float()

@@ -59,11 +59,13 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
     return dm, model
 
 
-def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, extra_callbacks: Sequence[Any] = (), **overrides: Any) -> L.Trainer:
-    """Trainer with the configured callbacks (plus `extra_callbacks`); checkpoints and logs go under out_dir."""
+def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, extra_callbacks: Sequence[Any] = (),
+                  config_callbacks: bool = True, **overrides: Any) -> L.Trainer:
+    """Trainer with the configured callbacks (unless config_callbacks=False) plus `extra_callbacks`;
+    checkpoints and logs go under out_dir."""
     out_dir = Path(out_dir)
     callbacks = list(extra_callbacks)
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+    for name, cb_cfg in ((cfg.get("callbacks") or {}) if config_callbacks else {}).items():
         if cb_cfg is None or "_target_" not in cb_cfg:
             continue
         kwargs = {}

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,7 +51,7 @@ def config_hash(cfg: DictConfig) -> str:
     loader_only = ("workspace", "num_workers", "eval_batch_size", "pin_memory", "persistent_workers", "prefetch_factor",
                    "decoded_cache", "decoded_cache_dir", "normalize_on_device")
     parts["data"] = {k: v for k, v in (parts["data"] or {}).items() if k not in loader_only}
-    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices", "assemble")}
+    parts["cv"] = {k: v for k, v in (resolved.get("cv") or {}).items() if k not in ("fold", "assemble_only", "progress", "keep_checkpoints", "checkpoint_every_n_steps", "devices", "assemble", "heads_together")}
     text = OmegaConf.to_yaml(OmegaConf.create(parts))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -165,7 +164,7 @@ class KFoldRound:
         existing = [p for p in candidates if p.is_file()]
         return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
 
-    def _start_fold(self, k: int) -> None:
+    def start_fold(self, k: int) -> None:
         """Rank 0: a fold folder without a complete sidecar is (re)used; stale outputs of a crash go."""
         fold_dir = self.fold_dir(k)
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +190,7 @@ class KFoldRound:
         """
         cfg = self.cfg
         if is_rank_zero():
-            self._start_fold(k)
+            self.start_fold(k)
         barrier(f"fold {k} prepared")
         resume = self.resume_checkpoint(k)
         if resume:
@@ -217,18 +216,18 @@ class KFoldRound:
         cost.predicted(trainer, n_images=len(held) + len(others))
         meta = {"fold": k, "rank": global_rank()}
         if is_rank_zero():
-            meta = self._write_fold(k, dm, held, others, out, out_others, cost, trainer, resume, start_step)
+            facts = {"n_fit": len(dm.fit_rows), "n_inner_val": len(dm.val_rows), "epochs": max(int(trainer.current_epoch), 1),
+                     "global_step": int(trainer.global_step), "resumed_from_step": start_step if resume else None, **cost.summary()}
+            meta = self.write_fold(k, held, others, out, out_others, facts)
         barrier(f"fold {k} written")
         return meta
 
-    def _write_fold(self, k, dm, held, others, out, out_others, cost, trainer, resume, start_step) -> dict:
-        accuracy = float((out["probs"].argmax(1) == np.array([self.classes.index[l] for l in held["label"]])).mean())
+    def write_fold(self, k: int, held: pd.DataFrame, others: pd.DataFrame, out: dict, out_others: dict, facts: dict) -> dict:
+        """Fold k's stores (the held-out one last: it marks the fold complete); `facts`: how it was trained."""
+        accuracy = float((out["probs"].argmax(1) == self.classes.codes(held["label"])).mean())
         meta = {
-            **self._fold_identity(k), "class_names": self.classes.names, "complete": True,
-            "n_fit": len(dm.fit_rows), "n_inner_val": len(dm.val_rows), "n_heldout": len(held),
-            "heldout_accuracy_given": accuracy, "epochs": max(int(trainer.current_epoch), 1),
-            "global_step": int(trainer.global_step), "resumed_from_step": start_step if resume else None,
-            **cost.summary(),
+            **self._fold_identity(k), "class_names": self.classes.names, "complete": True, "n_heldout": len(held),
+            "heldout_accuracy_given": accuracy, **facts,
         }
         others_frame = make_frame(others["sample_id"].tolist(), out_others["probs"], others["label"].tolist(), k, out_others.get("logits"), out_others.get("embedding"))
         others_frame["split"] = others["split"].to_numpy()

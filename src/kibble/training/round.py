@@ -20,6 +20,7 @@ from kibble.labels.lock import lock_timeout_of, workspace_lock
 from kibble.progress import Progress
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.training.distributed import barrier, broadcast_object, global_rank, is_rank_zero, rank_zero_logger
+from kibble.training.folds_together import together_settings, train_folds_together
 from kibble.training.kfold import KFoldRound, save_round_config
 
 log = rank_zero_logger(__name__)
@@ -45,6 +46,15 @@ def build_round_callbacks(cfg: DictConfig) -> dict[str, Any]:
 def _train_folds(kround: KFoldRound, folds: list[int], show_progress: bool) -> dict[int, dict]:
     """Train `folds` in turn; progress (k of K, time per fold, ETA) after every fold (kibble.progress)."""
     stats: dict[int, dict] = {}
+    together = [k for k in folds if not kround.fold_complete(k) and not kround.resume_checkpoint(k)]
+    if len(together) > 1 and together_settings(kround.cfg) is not None:
+        stats = train_folds_together(kround, together, show_progress)
+        for k, meta in stats.items():
+            log.info("fold %d/%d: trained with folds %s, held-out accuracy %.4f", k + 1, kround.n_folds,
+                     [j + 1 for j in meta["trained_with_folds"]], meta["heldout_accuracy_given"])
+        folds = [k for k in folds if k not in stats]
+        if not folds:
+            return stats
     with Progress(f"k-fold round {kround.round_index}", len(folds), "folds", enabled=show_progress, every=0, logger=log) as bar:
         for k in folds:
             if kround.fold_complete(k):

@@ -1,0 +1,161 @@
+"""K fold heads as one batched model (kibble.training.fold_heads): the batching changes no head's arithmetic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from kibble.models.head import FeatureClassifier, feature_stats
+from kibble.training.fold_heads import FoldHeads, HeadBatches, HeadData
+from kibble.training.folds_together import together_settings
+
+
+def heads_on(matrix: torch.Tensor, labels: torch.Tensor, fits: list[list[int]], vals: list[list[int]]) -> list[HeadData]:
+    out = []
+    for fit, val in zip(fits, vals):
+        fit_t, val_t = torch.tensor(fit), torch.tensor(val, dtype=torch.long)
+        mean, std = feature_stats(matrix, fit_t)
+        out.append(HeadData(fit_t, labels[fit_t], val_t, labels[val_t], mean, std))
+    return out
+
+
+def test_each_head_gets_the_gradient_of_its_own_linear_layer():
+    torch.manual_seed(0)
+    n, d, c = 40, 6, 3
+    matrix, labels = torch.randn(n, d), torch.randint(0, c, (n,))
+    fits = [list(range(0, 30)), list(range(10, 40)), list(range(0, 23))]  # unequal sizes: padded batches
+    heads = heads_on(matrix, labels, fits, [[], [], []])
+    model = FoldHeads(3, d, c, label_smoothing=0.1)
+    x, y, mask, which = next(iter(HeadBatches(matrix, heads, batch_size=32, train=True, seed=1)))
+    assert x.shape == (3, 32, d) and mask.sum(1).tolist() == [30, 30, 23]
+    model.training_step((x, y, mask, which), 0).backward()
+    for k in range(3):
+        rows = mask[k].bool()
+        linear = torch.nn.Linear(d, c)
+        with torch.no_grad():
+            linear.weight.copy_(model.weight[k].T)
+            linear.bias.copy_(model.bias[k])
+        F.cross_entropy(linear(x[k][rows]), y[k][rows], label_smoothing=0.1).backward()
+        torch.testing.assert_close(model.weight.grad[k], linear.weight.grad.T)
+        torch.testing.assert_close(model.bias.grad[k], linear.bias.grad)
+
+
+def test_batches_cover_each_heads_fit_rows_once_per_epoch_standardised():
+    torch.manual_seed(0)
+    matrix, labels = torch.randn(50, 4) * 3 + 1, torch.randint(0, 5, (50,))
+    fits = [list(range(0, 37)), list(range(13, 50))]
+    heads = heads_on(matrix, labels, fits, [[40, 41], [0, 1, 2]])
+    batches = HeadBatches(matrix, heads, batch_size=8, train=True, seed=3)
+    assert len(batches) == 5
+    for _ in range(2):  # a fresh shuffle each epoch, every fit row exactly once
+        seen = [[], []]
+        for x, y, mask, which in batches:
+            for k in which.tolist():
+                rows = mask[k].bool()
+                for row_x, row_y in zip(x[k][rows], y[k][rows]):
+                    raw = row_x * heads[k].std + heads[k].mean
+                    i = int(torch.cdist(raw[None], matrix).argmin())
+                    assert int(labels[i]) == int(row_y)
+                    seen[k].append(i)
+        assert sorted(seen[0]) == fits[0] and sorted(seen[1]) == fits[1]
+    batches.active = torch.tensor([1])
+    x, y, mask, which = next(iter(batches))
+    assert which.tolist() == [1] and x.shape[0] == 1
+    val = list(HeadBatches(matrix, heads, batch_size=8, train=False))
+    assert len(val) == 1 and val[0][2].sum(1).tolist() == [2, 3]
+
+
+def test_early_stopping_and_best_epoch_per_head():
+    model = FoldHeads(2, 3, 2, patience=2, min_delta=0.0)
+    seen = torch.tensor([True, True])
+    history = [(0.50, 0.50), (0.60, 0.55), (0.60, 0.52), (0.55, 0.70), (0.58, 0.71)]
+    stopped_at = []
+    for epoch, scores in enumerate(history):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        done = model.select(torch.tensor(scores), seen, epoch)
+        stopped_at.append(model.stopped.tolist())
+        if done:
+            break
+    # head 0: best 0.60 at epoch 1 (a tie is no improvement), stops after two epochs without one;
+    # head 1 has one bad epoch, improves at epochs 3 and 4 and keeps training
+    assert stopped_at[2] == [False, False] and stopped_at[3] == [True, False]
+    assert model.best_epoch.tolist() == [1, 4]
+    weight0, _ = model.head(0)
+    weight1, _ = model.head(1)
+    assert float(weight0[0, 0]) == 1.0 and float(weight1[0, 0]) == 4.0
+    assert model.epochs_of(0) == 2
+
+
+def test_without_checkpoint_selection_the_last_weights_are_kept():
+    model = FoldHeads(1, 2, 2, patience=None, select_best=False)
+    model.select(torch.tensor([0.9]), torch.tensor([True]), 0)
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    model.select(torch.tensor([0.1]), torch.tensor([True]), 1)
+    assert float(model.head(0)[0][0, 0]) == 7.0 and not bool(model.stopped.any())
+
+
+def test_feature_stats_match_the_heads_standardisation():
+    torch.manual_seed(0)
+    matrix = torch.randn(300, 5) * torch.tensor([1.0, 2.0, 0.0, 3.0, 0.5]) + 4
+    rows = torch.arange(0, 300, 2)
+    mean, std = feature_stats(matrix, rows, chunk=64)
+    torch.testing.assert_close(mean, matrix[rows].mean(0), atol=1e-5, rtol=1e-5)
+    expected = matrix[rows].std(0)
+    floor = 0.1 * float(expected.mean())
+    torch.testing.assert_close(std, expected.clamp_min(floor), atol=1e-5, rtol=1e-5)
+    head = FeatureClassifier(5, 3)
+    head.set_feature_stats(matrix[rows])
+    torch.testing.assert_close(head.feature_std, std)
+    assert math.isclose(float(std[2]), floor, rel_tol=1e-5)  # a constant feature is floored, not 0
+
+
+def settings_of(**changes) -> dict | None:
+    cfg = OmegaConf.create({
+        "embedder": {"backbone": "x"},
+        "model": {"_target_": "kibble.models.head.FeatureClassifier", "hidden": 0},
+        "trainer": {"devices": 1, "accelerator": "cpu"},
+        "cv": {"heads_together": True},
+        "callbacks": {"early_stopping": {"monitor": "val/acc", "mode": "max", "patience": 4},
+                      "model_checkpoint": {"monitor": "val/acc", "mode": "max"}},
+    })
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return together_settings(cfg)
+
+
+def test_when_folds_train_together():
+    assert settings_of() == {"monitor": "val/acc", "patience": 4, "min_delta": 0.0, "select_best": True}
+    assert settings_of(callbacks=None) == {"monitor": "val/acc", "patience": None, "min_delta": 0.0, "select_best": False}
+    loss = {"early_stopping": {"monitor": "val/loss", "mode": "min", "patience": 2}, "model_checkpoint": None}
+    assert settings_of(callbacks=loss)["monitor"] == "val/loss"
+    assert settings_of(cv__heads_together=False) is None
+    assert settings_of(model__hidden=256) is None            # an MLP head: one by one
+    assert settings_of(embedder=None) is None                # full fine-tune
+    assert settings_of(trainer__devices=2) is None           # DDP: one by one
+    assert settings_of(callbacks__early_stopping__monitor="val/f1_macro") is None
+    assert settings_of(callbacks__model_checkpoint__mode="min") is None
+
+
+def test_unknown_monitor_is_refused():
+    with pytest.raises(ValueError, match="val/acc or val/loss"):
+        FoldHeads(2, 3, 2, monitor="val/f1")
+
+
+def test_input_dropout_drops_p_of_the_inputs_and_keeps_the_mean():
+    model = FoldHeads(2, 4, 2, dropout=0.1)
+    model.seed_dropout(0)
+    x = torch.ones(5, 256, 1280)
+    out = model._drop(x)
+    dropped = float((out == 0).float().mean())
+    assert abs(dropped - 0.1) < 0.005 and abs(float(out.mean()) - 1.0) < 0.01
+    assert torch.unique(out).tolist() == [0.0, pytest.approx(1 / 0.9, rel=1e-4)]
+    model.seed_dropout(0)
+    assert torch.equal(model._drop(x), out)  # seeded: the same mask again
+    model.eval()
+    assert torch.equal(model._drop(x), x)
