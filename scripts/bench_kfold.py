@@ -76,9 +76,12 @@ def main() -> None:
     train = dm.manifest[dm.manifest["split"] == "train"]
     X = dm.matrix.numpy()[[dm.features[s] for s in train["sample_id"]]]
     y = train["label"].astype("category").cat.codes.to_numpy()
-    start = time.perf_counter()
-    probs = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y, cv=5, method="predict_proba")
-    lr_seconds = time.perf_counter() - start
+    baselines = []
+    for jobs in (None, 2):  # the folds one after another, and two at a time (one per core): the faster is the baseline
+        start = time.perf_counter()
+        probs = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y, cv=5, method="predict_proba", n_jobs=jobs)
+        baselines.append((time.perf_counter() - start, jobs, probs))
+    lr_seconds, lr_jobs, probs = min(baselines, key=lambda b: b[0])
     lr_acc = float((probs.argmax(1) == y).mean())
 
     ft_seconds, ft_ips, ft = float("nan"), float("nan"), {}
@@ -107,7 +110,8 @@ def main() -> None:
             {"what": f"embed {n_images} images once, cold (effnet-lite0, 224 px; {embed_ips:.1f} img/s timed on {len(sample)})", "seconds": embed_seconds, "OOF accuracy": None, "ratio vs LR baseline": None},
             {"what": f"load {n_images} cached embeddings", "seconds": attach_seconds, "OOF accuracy": None, "ratio vs LR baseline": None},
             *[{"what": name + f" (run {i // 2 + 1})", "seconds": s, "OOF accuracy": a, "ratio vs LR baseline": s / lr_seconds} for i, (name, s, a) in enumerate(rows)],
-            {"what": "baseline: sklearn LogisticRegression 5-fold cross_val_predict, same embeddings", "seconds": lr_seconds, "OOF accuracy": lr_acc, "ratio vs LR baseline": 1.0},
+            *[{"what": f"baseline: sklearn LogisticRegression 5-fold cross_val_predict (n_jobs={jobs}), same embeddings", "seconds": seconds,
+               "OOF accuracy": lr_acc, "ratio vs LR baseline": seconds / lr_seconds} for seconds, jobs, _ in baselines],
             *([] if args.no_finetune else [{"what": f"full fine-tune k-fold, {len(keep)} train images, 1 epoch/fold ({ft_ips:.1f} train img/s)", "seconds": ft_seconds, "OOF accuracy": ft.get("oof_accuracy_given"), "ratio vs LR baseline": None}]),
         ]
     )
@@ -118,7 +122,7 @@ def main() -> None:
     notes = [
         f"1-min load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs slow every arm alike).",
         f"Cached 5-fold round: {best:.1f} s (target < 30 s): {'PASS' if best < 30 else 'FAIL'}; {len(train)} train images, heads trained with Lightning ({args.epochs} max epochs, early stopping on each fold's inner split).",
-        f"Issue 15 target: the cached round no slower than the LR baseline: best heads-together run {best:.2f} s vs {lr_seconds:.2f} s: "
+        f"Issue 15 target: the cached round no slower than the LR baseline: best heads-together run {best:.2f} s vs the faster baseline (n_jobs={lr_jobs}) {lr_seconds:.2f} s: "
         f"{'met' if best <= lr_seconds else '**missed**'}. The kibble rows are the whole `kibble kfold` task (manifest, feature cache read, "
         "fold files, OOF and fold-ensemble predictions written), the baseline only `cross_val_predict` on an in-memory matrix.",
         "Cold embedding time = all images / the embedding rate timed in this run on a random sample (the cache itself may have been warm).",

@@ -159,3 +159,16 @@ def test_input_dropout_drops_p_of_the_inputs_and_keeps_the_mean():
     assert torch.equal(model._drop(x), out)  # seeded: the same mask again
     model.eval()
     assert torch.equal(model._drop(x), x)
+
+
+def test_feature_stats_of_overlapping_sets_in_one_pass():
+    from kibble.models.head import feature_stats_of_sets
+
+    torch.manual_seed(1)
+    matrix = torch.randn(1000, 7) * 5 + 100  # a large offset: sums of squares must not cancel
+    sets = [torch.randperm(1000)[:700] for _ in range(4)] + [torch.tensor([3])]
+    for rows, (mean, std) in zip(sets, feature_stats_of_sets(matrix, sets, chunk=97)):
+        expected_mean, expected_std = feature_stats(matrix[rows], chunk=10_000)
+        torch.testing.assert_close(mean, expected_mean)
+        torch.testing.assert_close(std, expected_std)
+    torch.testing.assert_close(feature_stats_of_sets(matrix, sets[:1])[0][0], matrix[sets[0]].double().mean(0).float())

@@ -87,19 +87,23 @@ class EpochProgress(L.Callback):
             self.bar = None
 
 
-def _head_data(kround, feature_ids: np.ndarray, k: int) -> tuple[HeadData, int, int]:
-    """Fold k's fit and inner-val rows exactly as its own FeatureDataModule setup splits them."""
-    from kibble.models.head import feature_stats
+def _head_data(kround, feature_ids: np.ndarray, ks: list[int]) -> tuple[list[HeadData], list[tuple[int, int]]]:
+    """Folds `ks`' fit and inner-val rows exactly as each fold's own FeatureDataModule setup splits them, and
+    their standardisation statistics (one pass over the matrix for all of them)."""
+    from kibble.models.head import feature_stats_of_sets
 
-    dm = kround._dm
-    dm.configure(None, kround.folds.loc[kround.folds["fold"] != k, "sample_id"].tolist())
-    dm.setup("fit")
-    fit = torch.as_tensor(positions(dm.fit_rows["sample_id"], feature_ids))
-    val = torch.as_tensor(positions(dm.val_rows["sample_id"], feature_ids))
-    mean, std = feature_stats(dm.matrix, fit)
-    codes = kround.classes.codes
-    head = HeadData(fit, torch.as_tensor(codes(dm.fit_rows["label"])), val, torch.as_tensor(codes(dm.val_rows["label"])), mean, std)
-    return head, len(dm.fit_rows), len(dm.val_rows)
+    dm, codes = kround._dm, kround.classes.codes
+    splits = []
+    for k in ks:
+        dm.configure(None, kround.folds.loc[kround.folds["fold"] != k, "sample_id"].tolist())
+        dm.setup("fit")
+        splits.append((dm.fit_rows, dm.val_rows))
+    fits = [torch.as_tensor(positions(fit["sample_id"], feature_ids)) for fit, _ in splits]
+    stats = feature_stats_of_sets(dm.matrix, fits)
+    heads = [HeadData(fit_pos, torch.as_tensor(codes(fit["label"])), torch.as_tensor(positions(val["sample_id"], feature_ids)),
+                      torch.as_tensor(codes(val["label"])), mean, std)
+             for fit_pos, (fit, val), (mean, std) in zip(fits, splits, stats)]
+    return heads, [(len(fit), len(val)) for fit, val in splits]
 
 
 def _save_fold_checkpoint(path: Path, cfg: DictConfig, dm, head: HeadData, weight: torch.Tensor, bias: torch.Tensor, epochs: int, step: int) -> None:
@@ -135,11 +139,7 @@ def train_folds_together(kround, ks: list[int], show_progress: bool) -> dict[int
     cost = FoldCost()
     feature_ids = np.empty(len(dm.features), dtype=object)
     feature_ids[list(dm.features.values())] = list(dm.features)
-    heads, sizes = [], []
-    for k in ks:
-        head, n_fit, n_val = _head_data(kround, feature_ids, k)
-        heads.append(head)
-        sizes.append((n_fit, n_val))
+    heads, sizes = _head_data(kround, feature_ids, ks)
     folds_label = ", ".join(str(k + 1) for k in ks)
     module, trainer = fit_heads(cfg, dm.matrix, heads, len(dm.class_names), dm.batch_size, dm.eval_batch_size, kround.round_dir / "heads_together",
                                 f"k-fold round {kround.round_index}: folds {folds_label} together", show_progress)
