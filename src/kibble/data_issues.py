@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kibble import KibbleError
+from kibble.values import is_in
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,8 @@ def find_data_issues(sample_ids: Sequence[str], paths: Sequence[str | Path] | No
 
 def issue_queue_order(table: pd.DataFrame, exclude: set[str] | None = None) -> pd.DataFrame:
     """One row per sample (its first issue by priority, every issue named in `reason`), in queue order."""
-    table = table[~table["sample_id"].astype(str).isin(exclude or set())]
+    if exclude and not table.empty:
+        table = table[~is_in(table["sample_id"].astype(str), list(exclude))]
     if table.empty:
         return pd.DataFrame(columns=["sample_id", "issue", "score", "reason"])
     named = table["issue"].astype(str) + ": " + table["detail"].astype(str)

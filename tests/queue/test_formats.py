@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
@@ -193,3 +195,28 @@ def test_task_lines_equal_the_plain_task_of_each_row(model_version):
     assert [json.loads(line) for line in lines] == expected
     assert labelstudio_tasks(queue, url, model_version, names) == expected
     assert lines[0] == json.dumps(expected[0], ensure_ascii=False)  # the very text json.dumps writes
+
+
+@given(st.lists(st.text(alphabet="ab./_-~ é%", min_size=1, max_size=12), min_size=1, max_size=20),
+       st.sampled_from([("/data", "/data/imgs"), ("/data", "/data"), ("/data/", "/data/a b"), ("/other", "/data/imgs")]))
+def test_column_wise_local_files_urls_equal_the_per_path_ones(paths, roots):
+    """The column-wise fast path (plain relative paths under the document root) gives each path's own URL."""
+    from kibble.queue.formats import image_url_builder
+
+    document_root, data_root = roots
+    one = image_url_builder({"document_root": document_root}, data_root)
+    many = getattr(one, "many", None)
+    if many is None:  # a data root outside the document root or one that needs quoting: per path only
+        assert not data_root.startswith(document_root.rstrip("/") + "/") or " " in data_root
+        return
+    expected = []
+    for path in paths:
+        try:
+            expected.append(one(path))
+        except KibbleError:
+            expected.append(KibbleError)
+    if KibbleError in expected:
+        with pytest.raises(KibbleError):
+            many(pd.Series(paths, dtype="str"))
+    else:
+        assert list(many(pd.Series(paths, dtype="str"))) == expected

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -168,13 +168,20 @@ def _queue_rows(taken: dict[int, list[str]], names: list[str], outputs: Mapping[
     names_of = np.append(np.asarray(class_names, dtype=object), None)  # suggestion -1 -> None
     return pd.DataFrame({
         "sample_id": sample_ids[rows].astype(str).astype(object),
-        "path": None if paths is None else np.asarray(paths, dtype=object)[rows].astype(str).astype(object),
-        "given_label": np.asarray(given_labels, dtype=object)[rows],
+        "path": None if paths is None else _cells(paths, rows).astype(str).astype(object),
+        "given_label": _cells(given_labels, rows),
         "suggested_label": names_of[np.where(suggestion >= 0, suggestion, -1)],
         "score": score.astype(float),
         "strategy": np.asarray(names, dtype=object)[claimant[0]] if depth else np.array([], dtype=object),
         "reason": reasons, "_pos": claimant[0] if depth else np.array([], dtype=np.int64), "_rank_in": rank,
     }, columns=["sample_id", "path", "given_label", "suggested_label", "score", "strategy", "reason", "_pos", "_rank_in"])
+
+
+def _cells(values: Sequence[Any] | pd.Series, rows: np.ndarray) -> np.ndarray:
+    """values[rows] as objects; a Series (e.g. an Arrow-backed column of 10^6 paths) converts only those cells."""
+    if isinstance(values, pd.Series):
+        return values.iloc[rows].to_numpy(dtype=object)
+    return np.asarray(values, dtype=object)[rows]
 
 
 def queue_id(round_index: int, sample_id: str, kind: str = "relabel") -> str:

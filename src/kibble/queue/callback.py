@@ -83,6 +83,8 @@ def data_issue_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def data_issue_rows(ctx: RoundContext, issues: pd.DataFrame, n: int, suppress: set[str], queued: Sequence[str] = IMAGE_ISSUES) -> pd.DataFrame:
     """Up to n kind=data_issue queue rows for samples with a `queued` issue (first by priority; the reason names all)."""
+    if int(n) <= 0 or issues.empty:
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
     order = issue_queue_order(issues[issues["issue"].isin(list(queued))], suppress).head(int(n))
     if order.empty:
         return pd.DataFrame(columns=QUEUE_COLUMNS)
@@ -225,13 +227,15 @@ class BuildQueue:
         suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
         split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))
         budget = split.relabel
-        paths = ctx.manifest.set_index("sample_id")["path"].reindex(oof["sample_id"]).tolist()
+        # the OOF rows' paths as a column (build_queue reads only the queued rows' cells): hashed in Arrow, no Python lists
+        where = positions(oof["sample_id"], ctx.manifest["sample_id"])
+        paths = ctx.manifest["path"].iloc[np.maximum(where, 0)].reset_index(drop=True).where(pd.Series(where >= 0), None)
         issues = issues if issues is not None else pd.DataFrame(columns=ISSUE_COLUMNS)
         share = self.data_issues["budget"]  # a share of the relabel budget: the queue keeps its size
         n_issue = min(budget, int(round(share * budget)) if isinstance(share, float) and share < 1 else resolve_budget(share, budget))
         issue_rows = data_issue_rows(ctx, issues, n_issue, suppress, self.data_issues["queue"])
         queue = build_queue(
-            oof["sample_id"].tolist(), oof["given_label"].tolist(), outputs, ctx.classes.names, budget - len(issue_rows),
+            oof["sample_id"].to_numpy(dtype=object), oof["given_label"].reset_index(drop=True), outputs, ctx.classes.names, budget - len(issue_rows),
             round_index=ctx.round_index, quotas=self.quotas, suppress=suppress | set(issue_rows["sample_id"]), paths=paths,
         )
         queue = concat_queues(tag_data_issues(queue, issues, self.data_issues["queue"]), issue_rows)

@@ -13,7 +13,6 @@ exactly the diverse batch.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from kibble import KibbleError
 from kibble.strategies.base import StrategyOutput, argmax_rows, check_probs, entropy_rows, row_chunks, top_two
@@ -204,6 +203,8 @@ def representative(probs, embeddings, beta: float = 1.0, k: int = 10, uncertaint
 def batch_scores(base: np.ndarray, picks: list[int]) -> np.ndarray:
     """Rows not picked keep a rank-normalised base score in [0, 1); picks score 1 + (order from the top)."""
     n = len(base)
+    from scipy.stats import rankdata  # here, not at import: scipy.stats costs ~0.8 s, and every `kibble queue` imports this module
+
     score = (rankdata(base) - 1) / max(n, 1)
     for order, row in enumerate(picks):
         score[row] = 2.0 - order / max(len(picks), 1)
