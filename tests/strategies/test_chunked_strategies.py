@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cleanlab.filter import find_label_issues
 
 from kibble.strategies import active, base, cleaning
@@ -127,3 +129,19 @@ def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
     assert np.array_equal(confident_joint(labels, probs), compute_confident_joint(labels, probs))
     wide = probs.astype(np.float64)  # float64 input: compared as cleanlab compares, no float32 threshold
     assert np.array_equal(prune_by_noise_rate(labels, wide), find_label_issues(labels, wide, n_jobs=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_top_counts_pick_what_argsort_puts_first(lines, width, levels, seed):
+    """The partition path picks, per line, the rows a full argsort puts in its first counts[j], ties included
+    (few distinct values: the cut is often tied, and the tie-break is argsort's own)."""
+    from kibble.strategies.cleaning import _top_counts
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, levels + 1, (lines, width)).astype(np.float64) if levels else rng.random((lines, width))
+    counts = rng.integers(0, width + 3, lines)
+    expected = np.zeros(width, dtype=bool)
+    for j in range(lines):
+        expected[np.argsort(values[j])[: counts[j]]] = True
+    assert np.array_equal(_top_counts(values, counts), expected)
