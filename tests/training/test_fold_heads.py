@@ -172,3 +172,31 @@ def test_feature_stats_of_overlapping_sets_in_one_pass():
         torch.testing.assert_close(mean, expected_mean)
         torch.testing.assert_close(std, expected_std)
     torch.testing.assert_close(feature_stats_of_sets(matrix, sets[:1])[0][0], matrix[sets[0]].double().mean(0).float())
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fit_heads_learns_each_fold_under_the_real_config(tmp_path, precision):
+    """fit_heads with the real kfold config (model=features), in fp32 and under bf16 autocast (the GPU setting,
+    here on the CPU): every head learns its own separable fold, and the early stopping state is per head."""
+    from kibble.config import compose_config
+    from kibble.training.fold_heads import head_logits
+    from kibble.training.folds_together import fit_heads
+
+    torch.manual_seed(0)
+    n, d, c = 600, 16, 4
+    centres = torch.randn(c, d) * 3
+    labels = torch.randint(0, c, (n,))
+    matrix = centres[labels] + torch.randn(n, d)
+    fold_of = torch.arange(n) % 3
+    fits = [torch.nonzero((fold_of != k) & (torch.arange(n) % 10 != 0)).flatten().tolist() for k in range(3)]
+    vals = [torch.nonzero((fold_of != k) & (torch.arange(n) % 10 == 0)).flatten().tolist() for k in range(3)]
+    heads = heads_on(matrix, labels, fits, vals)
+    cfg = compose_config("kfold", ["workspace=unused", "model=features", "trainer.max_epochs=8", "model.optimizer.lr=0.05", f"trainer.precision={precision}",
+                                   "logger=none", "callbacks.early_stopping.patience=2"], output_dir=tmp_path / "out")
+    module, trainer = fit_heads(cfg, matrix, heads, c, 64, 256, tmp_path / "heads", "test", show_progress=False)
+    assert 1 <= trainer.current_epoch <= 8 and module.best_epoch.min() >= 0
+    for k in range(3):
+        held = torch.nonzero(fold_of == k).flatten().numpy()
+        weight, bias = module.head(k)
+        accuracy = float((head_logits(matrix, held, heads[k], weight, bias).argmax(1) == labels[held].numpy()).mean())
+        assert accuracy > 0.9, (k, accuracy)

@@ -9,6 +9,7 @@ hyper-parameters are the per-fold path's; only the batching of the arithmetic di
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,9 @@ def fit_heads(cfg: DictConfig, matrix: torch.Tensor, heads: list[HeadData], num_
     # zero they change no loss or gradient beyond 1e-38.
     flushed = torch.set_flush_denormal(True)
     try:
-        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+        with warnings.catch_warnings():  # the batches are made in this process (no workers): the length is exact
+            warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     finally:
         if flushed:
             torch.set_flush_denormal(False)
