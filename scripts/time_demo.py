@@ -65,7 +65,8 @@ def main() -> None:
         seconds, lines = timed(argv, args.workdir)
         loads.append(os.getloadavg()[0])
         outputs[step] = lines
-        rows.append({"step": step, "command": f"`{shown}`", "s": seconds, "last line": (lines[-1] if lines else "")[:100]})
+        said = [line.strip() for line in lines if any(ch.isalnum() for ch in line)]  # not a table's border
+        rows.append({"step": step, "command": f"`{shown}`", "s": seconds, "last line": (said[-1] if said else "")[:100]})
         print(f"{seconds:7.1f} s  {shown}", flush=True)
     table = pd.DataFrame(rows)
     demo_total = float(table["s"].iloc[:3].sum())
