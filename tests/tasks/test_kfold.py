@@ -8,6 +8,7 @@ shared feature cache, so the images are embedded once per session.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def unassembled(round0: dict, setup: dict, tmp_path: Path) -> Path:
     return ws
 
 
+@contextmanager
+def crash_while_saving_fold(monkeypatch: pytest.MonkeyPatch, k: int):
+    """Inside the block, writing fold k's held-out store raises (a crash after the fold trained)."""
+    real_write = kfold_engine.write_store
+
+    def crash(path, frame, meta):
+        if Path(path).parent.name == f"fold_{k}" and Path(path).name == "heldout.parquet":
+            raise RuntimeError(f"injected crash while saving fold {k}")
+        return real_write(path, frame, meta)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kfold_engine, "write_store", crash)
+        yield
+
+
 def run_kfold(ws: Path, setup: dict, out: Path, *extra: str) -> dict:
     cfg = compose_config("kfold", [*features_overrides(ws, setup["weights"], setup["cache"]), *extra], output_dir=out)
     return kfold.run(cfg)
@@ -218,15 +234,7 @@ def test_interrupted_round_of_heads_together_resumes(fresh_ws: Path, setup: dict
     from kibble.training import round as round_engine
 
     round_dir = Workspace(fresh_ws).round_dir(0)
-    real_write = kfold_engine.write_store
-
-    def crash_in_fold_3(path, frame, meta):
-        if Path(path).parent.name == "fold_3" and Path(path).name == "heldout.parquet":
-            raise RuntimeError("injected crash while saving fold 3")
-        return real_write(path, frame, meta)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(kfold_engine, "write_store", crash_in_fold_3)
+    with crash_while_saving_fold(monkeypatch, 3):
         with pytest.raises(RuntimeError, match="injected crash"):
             run_kfold(fresh_ws, setup, tmp_path / "out1")
     assert not (round_dir / "oof.parquet").exists() and not (round_dir / "fold_4" / "heldout.parquet").exists()
@@ -246,15 +254,7 @@ def test_interrupted_round_of_heads_together_resumes(fresh_ws: Path, setup: dict
 
 def test_interrupted_round_resumes(round0_one_by_one: dict, fresh_ws: Path, setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     round_dir = Workspace(fresh_ws).round_dir(0)
-    real_write = kfold_engine.write_store
-
-    def crash_in_fold_3(path, frame, meta):
-        if Path(path).parent.name == "fold_3" and Path(path).name == "heldout.parquet":
-            raise RuntimeError("injected crash while saving fold 3")
-        return real_write(path, frame, meta)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(kfold_engine, "write_store", crash_in_fold_3)
+    with crash_while_saving_fold(monkeypatch, 3):
         with pytest.raises(RuntimeError, match="injected crash"):
             run_kfold(fresh_ws, setup, tmp_path / "out1", "cv.heads_together=false")
     assert not (round_dir / "oof.parquet").exists()
