@@ -37,11 +37,11 @@ def test_each_head_gets_the_gradient_of_its_own_linear_layer():
         rows = mask[k].bool()
         linear = torch.nn.Linear(d, c)
         with torch.no_grad():
-            linear.weight.copy_(model.weight[k].T)
-            linear.bias.copy_(model.bias[k])
+            linear.weight.copy_(model.weights[k].T)
+            linear.bias.copy_(model.biases[k])
         F.cross_entropy(linear(x[k][rows]), y[k][rows], label_smoothing=0.1).backward()
-        torch.testing.assert_close(model.weight.grad[k], linear.weight.grad.T)
-        torch.testing.assert_close(model.bias.grad[k], linear.bias.grad)
+        torch.testing.assert_close(model.weights[k].grad, linear.weight.grad.T)
+        torch.testing.assert_close(model.biases[k].grad, linear.bias.grad)
 
 
 def test_batches_cover_each_heads_fit_rows_once_per_epoch_standardised():
@@ -76,7 +76,8 @@ def test_early_stopping_and_best_epoch_per_head():
     stopped_at = []
     for epoch, scores in enumerate(history):
         with torch.no_grad():
-            model.weight.fill_(epoch)
+            for weight in model.weights:
+                weight.fill_(epoch)
         done = model.select(torch.tensor(scores), seen, epoch)
         stopped_at.append(model.stopped.tolist())
         if done:
@@ -95,7 +96,7 @@ def test_without_checkpoint_selection_the_last_weights_are_kept():
     model = FoldHeads(1, 2, 2, patience=None, select_best=False)
     model.select(torch.tensor([0.9]), torch.tensor([True]), 0)
     with torch.no_grad():
-        model.weight.fill_(7.0)
+        model.weights[0].fill_(7.0)
     model.select(torch.tensor([0.1]), torch.tensor([True]), 1)
     assert float(model.head(0)[0][0, 0]) == 7.0 and not bool(model.stopped.any())
 
@@ -138,6 +139,7 @@ def test_when_folds_train_together():
     assert settings_of(model__hidden=256) is None            # an MLP head: one by one
     assert settings_of(embedder=None) is None                # full fine-tune
     assert settings_of(trainer__devices=2) is None           # DDP: one by one
+    assert settings_of(trainer__gradient_clip_val=1.0) is None  # a global-norm clip couples the heads
     assert settings_of(callbacks__early_stopping__monitor="val/f1_macro") is None
     assert settings_of(callbacks__model_checkpoint__mode="min") is None
 
@@ -200,3 +202,45 @@ def test_fit_heads_learns_each_fold_under_the_real_config(tmp_path, precision):
         weight, bias = module.head(k)
         accuracy = float((head_logits(matrix, held, heads[k], weight, bias).argmax(1) == labels[held].numpy()).mean())
         assert accuracy > 0.9, (k, accuracy)
+
+
+def test_a_head_without_rows_in_a_step_is_not_moved_by_the_optimizer():
+    """Head 0 has 64 rows, head 1 has 65 (batch 64): in the second step head 0 has no rows, so AdamW must leave
+    it alone (no momentum or weight-decay drift) and count only its own steps."""
+    torch.manual_seed(0)
+    matrix, labels = torch.randn(65, 4), torch.randint(0, 3, (65,))
+    heads = heads_on(matrix, labels, [list(range(64)), list(range(65))], [[], []])
+    model = FoldHeads(2, 4, 3)
+    optimizer = torch.optim.AdamW([*model.weights, *model.biases], lr=0.1, weight_decay=0.1)
+    model.log = lambda *args, **kwargs: None
+    batches = list(HeadBatches(matrix, heads, batch_size=64, train=True, seed=0))
+    assert len(batches) == 2 and batches[1][2].sum(1).tolist() == [0, 1]
+    for step, batch in enumerate(batches):
+        before = [w.detach().clone() for w in model.weights]
+        optimizer.zero_grad(set_to_none=True)
+        model.training_step(batch, step).backward()
+        optimizer.step()
+        moved = [not torch.equal(b, w) for b, w in zip(before, model.weights)]
+        assert moved == ([True, True] if step == 0 else [False, True])
+    assert model.weights[0].grad is None and optimizer.state[model.weights[0]]["step"] == 1
+    assert optimizer.state[model.weights[1]]["step"] == 2
+
+
+@pytest.mark.parametrize("patience, min_delta, scores, stops_after", [
+    (0, 0.0, [0.5, 0.6, 0.7, 0.7], 3),          # patience 0: only an epoch without improvement stops
+    (3, 0.01, [0.50, 0.505, 0.508, 0.509, 0.5095], 3),  # gains below min_delta do not reset the count
+    (2, 0.0, [0.5, 0.5, 0.6, 0.6, 0.6], 4),
+])
+def test_early_stopping_follows_lightning(patience, min_delta, scores, stops_after):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    model = FoldHeads(1, 2, 2, patience=patience, min_delta=min_delta)
+    reference = EarlyStopping(monitor="val/acc", mode="max", patience=patience, min_delta=min_delta)
+    ours = theirs = None
+    for epoch, score in enumerate(scores):
+        if ours is None and model.select(torch.tensor([score]), torch.tensor([True]), epoch):
+            ours = epoch
+        if theirs is None and reference._evaluate_stopping_criteria(torch.tensor(score))[0]:
+            theirs = epoch
+    assert ours == theirs == stops_after
+    assert model.best_epoch.tolist() == [max(range(len(scores[: stops_after + 1])), key=lambda e: (scores[e], -e))]

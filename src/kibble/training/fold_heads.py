@@ -94,28 +94,45 @@ class FoldHeads(L.LightningModule):
         if monitor not in ("val/acc", "val/loss"):
             raise ValueError(f"heads trained together monitor val/acc or val/loss, not {monitor!r}")
         bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation, per head
-        self.weight = torch.nn.Parameter(torch.empty(n_heads, in_features, num_classes).uniform_(-bound, bound))
-        self.bias = torch.nn.Parameter(torch.empty(n_heads, num_classes).uniform_(-bound, bound))
+        # one Parameter per head: a step in which a head has no rows leaves its gradient None, so AdamW skips it
+        # (no momentum or weight-decay drift) and keeps the head's own step count, as if it trained alone
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.empty(in_features, num_classes).uniform_(-bound, bound)) for _ in range(n_heads)])
+        self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound)) for _ in range(n_heads)])
         self.dropout = float(dropout)
         self._bits = np.random.default_rng(0)  # re-seeded by seed_dropout
         self.label_smoothing = float(label_smoothing)
         self._optimizer_factory, self._scheduler_factory = optimizer, scheduler
         self.monitor, self.patience, self.min_delta, self.select_best = monitor, patience, float(min_delta), bool(select_best)
         # the selection state is in buffers, so it travels with the module (and any checkpoint of it)
-        self.register_buffer("best_weight", self.weight.detach().clone())
-        self.register_buffer("best_bias", self.bias.detach().clone())
+        self.register_buffer("best_weight", torch.stack([w.detach() for w in self.weights]).clone())
+        self.register_buffer("best_bias", torch.stack([b.detach() for b in self.biases]).clone())
         self.register_buffer("best_score", torch.full((n_heads,), math.nan))
+        self.register_buffer("stop_score", torch.full((n_heads,), math.nan))  # EarlyStopping's own best (moves by > min_delta)
         self.register_buffer("best_epoch", torch.full((n_heads,), -1, dtype=torch.long))
         self.register_buffer("bad_epochs", torch.zeros(n_heads, dtype=torch.long))
         self.register_buffer("stopped", torch.zeros(n_heads, dtype=torch.bool))
+        self.register_buffer("stop_epoch", torch.full((n_heads,), -1, dtype=torch.long))
         self._val_sums = torch.zeros(3, n_heads)  # correct, loss sum, rows
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.weights)
 
     def forward(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         """x (H, B, D) for the heads `heads` -> logits (H, B, C)."""
-        return torch.baddbmm(self.bias[heads].unsqueeze(1), x, self.weight[heads])
+        which = heads.tolist()
+        weight = torch.stack([self.weights[k] for k in which])
+        bias = torch.stack([self.biases[k] for k in which])
+        return torch.baddbmm(bias.unsqueeze(1), x, weight)
 
     def training_step(self, batch, batch_idx):
         x, y, mask, heads = batch
+        rows = mask.sum(1) > 0
+        if not bool(rows.all()):  # a shorter head's epoch is over: it sits this step out (its gradient stays None)
+            if not bool(rows.any()):
+                return None  # Lightning skips the optimizer step
+            x, y, mask, heads = x[rows], y[rows], mask[rows], heads[rows]
         logits = self(self._drop(x), heads)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=self.label_smoothing).view_as(mask)
         per_head = (loss * mask).sum(1) / mask.sum(1).clamp_min(1)
@@ -149,17 +166,18 @@ class FoldHeads(L.LightningModule):
         """One epoch's early stopping and best-weights bookkeeping per head (score: larger is better;
         seen: heads validated this epoch); True when every head has stopped."""
         for k in torch.nonzero(seen & ~self.stopped).flatten().tolist():
-            best = float(self.best_score[k])
-            if math.isnan(best) or float(score[k]) - self.min_delta > best:  # Lightning's EarlyStopping: strict improvement
-                self.bad_epochs[k] = 0
+            current, best, stop_best = float(score[k]), float(self.best_score[k]), float(self.stop_score[k])
+            if math.isnan(best) or current > best:  # ModelCheckpoint: strict improvement, the first best kept
+                self.best_score[k], self.best_epoch[k] = score[k], epoch
+                self.best_weight[k].copy_(self.weights[k])
+                self.best_bias[k].copy_(self.biases[k])
+            # Lightning's EarlyStopping: its own best moves only on a gain beyond min_delta; patience counts the others
+            if math.isnan(stop_best) or current - self.min_delta > stop_best:
+                self.stop_score[k], self.bad_epochs[k] = score[k], 0
             else:
                 self.bad_epochs[k] += 1
-            if math.isnan(best) or float(score[k]) > best:  # ModelCheckpoint keeps the first best
-                self.best_score[k], self.best_epoch[k] = score[k], epoch
-                self.best_weight[k].copy_(self.weight[k])
-                self.best_bias[k].copy_(self.bias[k])
-            if self.patience is not None and int(self.bad_epochs[k]) >= self.patience:
-                self.stopped[k] = True
+                if self.patience is not None and int(self.bad_epochs[k]) >= self.patience:
+                    self.stopped[k], self.stop_epoch[k] = True, epoch
         return bool(self.stopped.all())
 
     def on_train_epoch_start(self) -> None:
@@ -183,7 +201,7 @@ class FoldHeads(L.LightningModule):
         return x * keep / (1.0 - threshold / 65536)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(3, self.weight.shape[0], device=self.device)
+        self._val_sums = torch.zeros(3, self.n_heads, device=self.device)
 
     def _narrow(self, loader) -> None:
         """A stopped head drops out of the products: its batches are no longer drawn."""
@@ -192,7 +210,7 @@ class FoldHeads(L.LightningModule):
             dataset.active = torch.nonzero(~self.stopped.cpu()).flatten() if bool(self.stopped.any()) else None
 
     def configure_optimizers(self):
-        params = [self.weight, self.bias]
+        params = [*self.weights, *self.biases]
         optimizer = self._optimizer_factory(params=params) if self._optimizer_factory else torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
         if self._scheduler_factory is None:
             return optimizer
@@ -203,10 +221,15 @@ class FoldHeads(L.LightningModule):
         """Head k's chosen (weight (D, C), bias (C)): its best epoch's, or the last one's."""
         if self.select_best and int(self.best_epoch[k]) >= 0:
             return self.best_weight[k].detach().cpu(), self.best_bias[k].detach().cpu()
-        return self.weight[k].detach().cpu(), self.bias[k].detach().cpu()
+        return self.weights[k].detach().cpu(), self.biases[k].detach().cpu()
 
     def epochs_of(self, k: int) -> int:
-        return int(self.best_epoch[k]) + 1 if int(self.best_epoch[k]) >= 0 else int(self.current_epoch)
+        """Epochs behind head k's chosen weights: its best epoch's, the one it stopped after, or all of them."""
+        if self.select_best and int(self.best_epoch[k]) >= 0:
+            return int(self.best_epoch[k]) + 1
+        if bool(self.stopped[k]):
+            return int(self.stop_epoch[k]) + 1
+        return int(self.current_epoch)
 
 
 def head_logits(matrix: torch.Tensor, rows: np.ndarray, head: HeadData, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 65536) -> np.ndarray:

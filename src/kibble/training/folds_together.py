@@ -44,6 +44,8 @@ def together_settings(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if str(trainer.get("devices", 1)) == "auto" and torch.cuda.device_count() > 1:
         return None
+    if trainer.get("gradient_clip_val"):  # a global-norm clip would couple the heads
+        return None
     callbacks = cfg.get("callbacks") or {}
     stopping, checkpoint = callbacks.get("early_stopping"), callbacks.get("model_checkpoint")
     monitors = {c.get("monitor") for c in (stopping, checkpoint) if c is not None}
@@ -99,12 +101,23 @@ def _head_data(kround, feature_ids: np.ndarray, ks: list[int]) -> tuple[list[Hea
         dm.configure(None, kround.folds.loc[kround.folds["fold"] != k, "sample_id"].tolist())
         dm.setup("fit")
         splits.append((dm.fit_rows, dm.val_rows))
-    fits = [torch.as_tensor(positions(fit["sample_id"], feature_ids)) for fit, _ in splits]
+    fits = [torch.as_tensor(_feature_rows(fit, feature_ids)) for fit, _ in splits]
     stats = feature_stats_of_sets(dm.matrix, fits)
-    heads = [HeadData(fit_pos, torch.as_tensor(codes(fit["label"])), torch.as_tensor(positions(val["sample_id"], feature_ids)),
+    heads = [HeadData(fit_pos, torch.as_tensor(codes(fit["label"])), torch.as_tensor(_feature_rows(val, feature_ids)),
                       torch.as_tensor(codes(val["label"])), mean, std)
              for fit_pos, (fit, val), (mean, std) in zip(fits, splits, stats)]
     return heads, [(len(fit), len(val)) for fit, val in splits]
+
+
+def _feature_rows(rows, feature_ids: np.ndarray) -> np.ndarray:
+    """Each row's position in the feature matrix; a row without an embedding is the one-fold path's error."""
+    from kibble import KibbleError
+
+    found = positions(rows["sample_id"], feature_ids)
+    if (found < 0).any():
+        missing = rows["sample_id"].iloc[int(np.flatnonzero(found < 0)[0])]
+        raise KibbleError(f"feature cache has no embedding for sample {missing!r}; re-run to refresh the cache")
+    return found
 
 
 def _save_fold_checkpoint(path: Path, cfg: DictConfig, dm, head: HeadData, weight: torch.Tensor, bias: torch.Tensor, epochs: int, step: int) -> None:
@@ -149,12 +162,12 @@ def train_folds_together(kround, ks: list[int], show_progress: bool) -> dict[int
     save_embeddings = bool(cfg.cv.get("save_embeddings", False))
     predict_splits = list(cfg.cv.get("predict_splits", []))
     others = kround._readable(kround.manifest[kround.manifest["split"].isin(predict_splits)])
-    others_pos = positions(others["sample_id"], feature_ids)
+    others_pos = _feature_rows(others, feature_ids)
     outputs = {}
     for i, k in enumerate(ks):
         weight, bias = module.head(i)
         held = kround.train_rows[kround.train_rows["sample_id"].isin(kround.folds.loc[kround.folds["fold"] == k, "sample_id"])]
-        held_pos = positions(held["sample_id"], feature_ids)
+        held_pos = _feature_rows(held, feature_ids)
         outputs[k] = [held, _predict(dm.matrix, held_pos, heads[i], weight, bias, save_embeddings),
                       _predict(dm.matrix, others_pos, heads[i], weight, bias, save_embeddings)]
     cost.predicted(trainer, n_images=sum(len(out[0]) + len(others) for out in outputs.values()))
@@ -187,7 +200,7 @@ def fit_heads(cfg: DictConfig, matrix: torch.Tensor, heads: list[HeadData], num_
     )
     module.seed_dropout(int(cfg.seed))
     train = DataLoader(HeadBatches(matrix, heads, batch_size, train=True, seed=int(cfg.seed)), batch_size=None)
-    has_val = all(len(h.val) for h in heads)
+    has_val = any(len(h.val) for h in heads)  # a head without inner-val rows keeps its last weights; the others select
     val = DataLoader(HeadBatches(matrix, heads, eval_batch_size, train=False), batch_size=None) if has_val else None
     trainer = build_trainer(cfg, out_dir, with_logger=bool(cfg.get("logger")), extra_callbacks=[EpochProgress(label, show_progress)],
                             config_callbacks=False, enable_progress_bar=False, enable_checkpointing=False)
