@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 import torch
 
 import kibble.data.features as features
@@ -190,6 +191,7 @@ def test_folds_log_k_of_k_with_complete_folds_skipped(caplog: pytest.LogCaptureF
 
     class FakeRound:
         round_index, n_folds = 0, 3
+        cfg = OmegaConf.create({"embedder": None, "cv": {}})  # fine-tune mode: the folds train one by one
 
         def fold_complete(self, k):
             return k == 0

@@ -46,8 +46,10 @@ def build_round_callbacks(cfg: DictConfig) -> dict[str, Any]:
 def _train_folds(kround: KFoldRound, folds: list[int], show_progress: bool) -> dict[int, dict]:
     """Train `folds` in turn; progress (k of K, time per fold, ETA) after every fold (kibble.progress)."""
     stats: dict[int, dict] = {}
-    together = [k for k in folds if not kround.fold_complete(k) and not kround.resume_checkpoint(k)]
-    if len(together) > 1 and together_settings(kround.cfg) is not None:
+    together = []
+    if together_settings(kround.cfg) is not None:  # features mode, linear head, one device: the pending heads as one model
+        together = [k for k in folds if not kround.fold_complete(k) and not kround.resume_checkpoint(k)]
+    if len(together) > 1:
         stats = train_folds_together(kround, together, show_progress)
         for k, meta in stats.items():
             log.info("fold %d/%d: trained with folds %s, held-out accuracy %.4f", k + 1, kround.n_folds,
