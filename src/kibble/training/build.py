@@ -35,6 +35,13 @@ def attach_features(cfg: DictConfig, dm: FeatureDataModule) -> int:
     return int(matrix.shape[1])
 
 
+def embedder_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The embedder's plain kwargs, kept in a features head's checkpoint (no _target_: instantiate would
+    build an Embedder into the hparams)."""
+    embedder = OmegaConf.to_container(cfg.embedder, resolve=True)
+    return {k: v for k, v in embedder.items() if k != "_target_"}
+
+
 def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, dm: ManifestDataModule | None = None) -> tuple[ManifestDataModule, L.LightningModule]:
     """Instantiate data + model; the model gets num_classes (and feature width) from the workspace."""
     dm = dm or hydra.utils.instantiate(cfg.data)
@@ -45,9 +52,7 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
         if dm.matrix is None:
             attach_features(cfg, dm)
         extra["in_features"] = int(dm.matrix.shape[1])
-        # plain Embedder kwargs (no _target_: instantiate would build an Embedder into the hparams)
-        embedder = OmegaConf.to_container(cfg.embedder, resolve=True)
-        extra["embedder"] = {k: v for k, v in embedder.items() if k != "_target_"}
+        extra["embedder"] = embedder_kwargs(cfg)
         model = hydra.utils.instantiate(cfg.model, _convert_="all", **extra)
         dm.configure(None, fit_ids)
         dm.setup("fit")

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from kibble.training.build import build_trainer, features_mode
+from kibble.training.build import build_trainer, embedder_kwargs, features_mode
 from kibble.training.cost import FoldCost
 from kibble.training.distributed import distributed_ready, rank_zero_logger
 from kibble.training.fold_heads import FoldHeads, HeadBatches, HeadData, head_logits
@@ -123,14 +123,11 @@ def _feature_rows(rows, feature_ids: np.ndarray) -> np.ndarray:
 def _save_fold_checkpoint(path: Path, cfg: DictConfig, dm, head: HeadData, weight: torch.Tensor, bias: torch.Tensor, epochs: int, step: int) -> None:
     """fold_K/checkpoints/best.ckpt as a fold trained alone leaves it: a FeatureClassifier checkpoint
     that `kibble predict ckpt_path=...` (load_classifier) reloads."""
-    from omegaconf import OmegaConf
-
     from kibble.io import atomic_path
 
-    embedder = OmegaConf.to_container(cfg.embedder, resolve=True)
     model = hydra.utils.instantiate(
         cfg.model, _convert_="all", num_classes=weight.shape[1], class_names=list(dm.class_names), in_features=weight.shape[0],
-        embedder={k: v for k, v in embedder.items() if k != "_target_"},
+        embedder=embedder_kwargs(cfg),
     )
     model.feature_mean.copy_(head.mean)
     model.feature_std.copy_(head.std)
@@ -163,9 +160,10 @@ def train_folds_together(kround, ks: list[int], show_progress: bool) -> dict[int
     predict_splits = list(cfg.cv.get("predict_splits", []))
     others = kround._readable(kround.manifest[kround.manifest["split"].isin(predict_splits)])
     others_pos = _feature_rows(others, feature_ids)
+    chosen = [module.head(i) for i in range(len(ks))]  # each head's selected (weight, bias)
     outputs = {}
     for i, k in enumerate(ks):
-        weight, bias = module.head(i)
+        weight, bias = chosen[i]
         held = kround.train_rows[kround.train_rows["sample_id"].isin(kround.folds.loc[kround.folds["fold"] == k, "sample_id"])]
         held_pos = _feature_rows(held, feature_ids)
         outputs[k] = [held, _predict(dm.matrix, held_pos, heads[i], weight, bias, save_embeddings),
@@ -174,7 +172,7 @@ def train_folds_together(kround, ks: list[int], show_progress: bool) -> dict[int
     shared = cost.summary()
     metas = {}
     for i, k in enumerate(ks):
-        weight, bias = module.head(i)
+        weight, bias = chosen[i]
         epochs = module.epochs_of(i)
         if cfg.cv.get("keep_checkpoints", True):
             _save_fold_checkpoint(kround.fold_dir(k) / "checkpoints" / "best.ckpt", cfg, dm, heads[i], weight, bias, epochs, steps)
