@@ -111,7 +111,8 @@ def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
     included (probabilities rounded to 2 decimals), classes with 0 or 1 rows included (n=150, k=60)."""
     from cleanlab.filter import find_label_issues
 
-    from kibble.strategies.cleaning import confident_learning, prune_by_noise_rate
+    from kibble.strategies.cleaning import confident_learning
+    from kibble.strategies.confident_joint import prune_by_noise_rate
 
     rng = np.random.default_rng(n + k)
     logits = rng.normal(0, 2, (n, k))
@@ -121,7 +122,7 @@ def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
     labels = np.where(rng.random(n) < 0.7, probs.argmax(axis=1), rng.integers(0, k, n))
     from cleanlab.count import compute_confident_joint
 
-    from kibble.strategies.cleaning import confident_joint
+    from kibble.strategies.confident_joint import confident_joint
 
     expected = find_label_issues(labels, probs, n_jobs=1)
     assert np.array_equal(prune_by_noise_rate(labels, probs), expected)
@@ -136,7 +137,7 @@ def test_prune_by_noise_rate_is_cleanlabs_mask(n, k):
 def test_top_counts_pick_what_argsort_puts_first(lines, width, levels, seed):
     """The partition path picks, per line, the rows a full argsort puts in its first counts[j], ties included
     (few distinct values: the cut is often tied, and the tie-break is argsort's own)."""
-    from kibble.strategies.cleaning import _top_counts
+    from kibble.strategies.confident_joint import _top_counts
 
     rng = np.random.default_rng(seed)
     values = rng.integers(0, levels + 1, (lines, width)).astype(np.float64) if levels else rng.random((lines, width))

@@ -13,6 +13,7 @@ import numpy as np
 
 from kibble import KibbleError
 from kibble.strategies import knn
+from kibble.strategies.confident_joint import prune_by_noise_rate
 from kibble.strategies.base import (
     StrategyOutput,
     argmax_rows,
@@ -132,124 +133,6 @@ def compute_confident_learning(labels: np.ndarray, probs: np.ndarray, **kwargs) 
         flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
     # cleanlab.rank.get_label_quality_scores(method="self_confidence") is p[label]
     return StrategyOutput(score=1.0 - gather(probs, labels), suggested=argmax_rows(probs)[0], flagged=flagged)
-
-
-def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """cleanlab's `find_label_issues` with its defaults (filter_by="prune_by_noise_rate"), the same mask, in
-    bounded memory and without a Python call per (class, class) pair.
-
-    cleanlab copies the whole matrix three times (a boolean and a float copy for the confident joint, the
-    rows grouped by class, a copy to compare predictions with labels): +8 GB at 10^6 x 1,000 float32.
-    Here the confident joint is counted a chunk of rows at a time, the pruning takes one class's rows at a
-    time with one sort call for all its columns, and only flagged rows are compared with their labels. The
-    arithmetic and the sort algorithm are cleanlab's, on the same values in the same order, so ties break
-    alike (tests compare the masks).
-    """
-    from cleanlab.count import FLOATING_POINT_COMPARISON
-    from cleanlab.filter import _keep_at_least_n_per_class
-
-    k_classes = probs.shape[1]
-    by_class = ClassRows(labels, k_classes)
-    prune = _keep_at_least_n_per_class(prune_count_matrix=confident_joint(labels, probs, by_class).T, n=1, frac_noise=1.0)
-    flagged = np.zeros(len(labels), dtype=bool)
-    for k in range(k_classes):
-        rows = by_class.rows(k)
-        columns = np.flatnonzero(prune[:, k])
-        columns = columns[columns != k]
-        if len(rows) <= 1 or not len(columns):  # cleanlab: a class with <= min_examples_per_class (1) rows flags none
-            continue
-        mine = np.ascontiguousarray(probs[rows].T)  # this class's rows only, one line per class
-        mask = np.zeros(len(rows), dtype=bool)
-        for chunk in row_chunks(len(columns), len(rows)):  # a few columns at a time: each is one of this class's rows long
-            cols = columns[chunk]
-            # -margin (p[k] - p[j] is exactly -(p[j] - p[k])), one contiguous line per column: the rows cleanlab's
-            # argsort(-margin) puts first in each column
-            mask |= _top_counts(mine[k] - mine[cols], prune[cols, k])
-        flagged[rows] = mask
-    hits = np.flatnonzero(flagged)
-    for chunk in row_chunks(len(hits), k_classes):  # un-flag rows whose (nudged) prediction is their label
-        part = hits[chunk]
-        nudged = probs[part]
-        nudged[np.arange(len(part)), labels[part]] += FLOATING_POINT_COMPARISON
-        flagged[part[nudged.argmax(axis=1) == labels[part]]] = False
-    return flagged
-
-
-def _top_counts(neg_margins: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Rows (columns of `neg_margins`) among the first counts[j] of np.argsort(neg_margins[j]) for any j.
-
-    A partition finds each line's counts[j]-th smallest value t: values below t are in any sort's first
-    counts[j], and values equal to t too when all of them fit. Only a line whose ties at t overflow its count
-    is sorted as cleanlab sorts it (which of the tied rows come first is the sort's choice). The counts are the
-    few noisy rows per class pair: a partition instead of a sort of every line took confident_learning at 10^6 x 120
-    from 4.0 s to about 1.6 s with the sorted class rows below (single thread; scripts/bench_scale.py).
-    """
-    n_lines, width = neg_margins.shape
-    take = np.minimum(counts.astype(np.int64), width)
-    chosen = np.zeros(width, dtype=bool)
-    live = np.flatnonzero(take > 0)
-    if not len(live):
-        return chosen
-    lines, need = neg_margins[live], take[live]
-    # one partition at the largest count (several kth values cost a sort's time), then only that prefix sorted
-    head = np.partition(lines, int(need.max()) - 1, axis=1)[:, : int(need.max())]
-    head.sort(axis=1)
-    cut = head[np.arange(len(live)), need - 1][:, None]
-    upto = lines <= cut
-    clear = np.count_nonzero(upto, axis=1) == need
-    chosen |= (upto if clear.all() else upto[clear]).any(axis=0)
-    for j in np.flatnonzero(~clear):  # more rows tie at the cut than the count takes
-        chosen[np.argsort(lines[j])[: need[j]]] = True
-    return chosen
-
-
-class ClassRows:
-    """Each class's row positions (ascending), from one stable sort of the labels instead of a pass over all
-    labels per class (10^6 rows x 120 classes: 120 passes)."""
-
-    def __init__(self, labels: np.ndarray, k_classes: int):
-        self.order = np.argsort(labels, kind="stable")
-        self.bounds = np.searchsorted(labels[self.order], np.arange(k_classes + 1))
-
-    def rows(self, k: int) -> np.ndarray:
-        return self.order[self.bounds[k]:self.bounds[k + 1]]
-
-
-def confident_thresholds(labels: np.ndarray, probs: np.ndarray, by_class: ClassRows) -> np.ndarray:
-    """cleanlab's `get_confident_thresholds`: each class's mean p[k] over its rows, np.mean over the same values in
-    the same order (so the same rounding), each class's rows taken from one sort rather than a mask per class."""
-    from cleanlab.count import CONFIDENT_THRESHOLDS_LOWER_BOUND
-
-    big_value = 2  # cleanlab's threshold for a class without rows: no probability reaches it
-    means = [np.mean(probs[rows, k]) if len(rows := by_class.rows(k)) else big_value for k in range(probs.shape[1])]
-    return np.clip(means, a_min=CONFIDENT_THRESHOLDS_LOWER_BOUND, a_max=None)  # cleanlab's dtype too (a list, then clip)
-
-
-def confident_joint(labels: np.ndarray, probs: np.ndarray, by_class: ClassRows | None = None) -> np.ndarray:
-    """cleanlab's `compute_confident_joint` (calibrated, K x K, rows = given label), counted a chunk of rows at a
-    time: cleanlab builds an (N, K) boolean and float copy of the matrix for it."""
-    from cleanlab.count import calibrate_confident_joint
-
-    k_classes = probs.shape[1]
-    by_class = by_class or ClassRows(labels, k_classes)
-    thresholds = np.asarray(confident_thresholds(labels, probs, by_class)) - 1e-6
-    if probs.dtype == np.float32:  # compare in float32: p >= t exactly when p >= the smallest float32 not below t
-        low = thresholds.astype(np.float32)
-        thresholds = np.where(low < thresholds, np.nextafter(low, np.float32(np.inf)), low)
-    counts = np.zeros(k_classes * k_classes, dtype=np.int64)
-    for part in row_chunks(len(labels), k_classes, elements=1 << 22):  # 4M values (16 MB float32 + 4 MB boolean): few calls
-        confident = probs[part] >= thresholds
-        n_confident = np.count_nonzero(confident, axis=1)
-        guess = confident.argmax(axis=1)
-        several = np.flatnonzero(n_confident > 1)  # 2+ confident classes: the likeliest
-        guess[several] = probs[part][several].argmax(axis=1)
-        keep = n_confident > 0
-        counts += np.bincount(guess[keep] * k_classes + labels[part][keep], minlength=k_classes * k_classes)
-    # [given, true guess] as the transpose of a [guess, given] matrix, like cleanlab's confusion_matrix(...).T: the
-    # calibration's float sums run in memory order, so the layout must match for the same rounding
-    joint = counts.reshape(k_classes, k_classes).T
-    np.fill_diagonal(joint, joint.diagonal().clip(min=1))
-    return calibrate_confident_joint(joint, labels)
 
 
 def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
