@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from kibble import KibbleError
 from kibble.data.classes import ClassList
+from kibble.queue.image_urls import image_url_builder
 from kibble.queue.formats import (
     QUEUE_COLUMNS,
-    image_url_builder,
     labeling_config,
     write_queue_files,
 )
@@ -201,7 +201,7 @@ def test_task_lines_equal_the_plain_task_of_each_row(model_version):
        st.sampled_from([("/data", "/data/imgs"), ("/data", "/data"), ("/data/", "/data/a b"), ("/other", "/data/imgs")]))
 def test_column_wise_local_files_urls_equal_the_per_path_ones(paths, roots):
     """The column-wise fast path (plain relative paths under the document root) gives each path's own URL."""
-    from kibble.queue.formats import image_url_builder
+    from kibble.queue.image_urls import image_url_builder
 
     document_root, data_root = roots
     one = image_url_builder({"document_root": document_root}, data_root)

@@ -30,11 +30,11 @@ from kibble.data.manifest import load_manifest
 from kibble.io import atomic_write_json
 from kibble.paths import Workspace
 from kibble.progress import Progress
+from kibble.queue.image_urls import image_url_builder
 from kibble.queue.formats import (
     LABEL_CONTROL,
     PUSH_RECORD,
     QUEUE_CSV,
-    image_url_builder,
     labeling_config,
     labelstudio_tasks,
     load_queues,
@@ -199,7 +199,7 @@ def latest_pushed_round(ws: Workspace) -> int:
 
 # ---------------------------------------------------------------------------------- push
 def serves_local_files(image_url: Any) -> bool:
-    """True when the image URLs are Label Studio local-files URLs (see formats.image_url_builder)."""
+    """True when the image URLs are Label Studio local-files URLs (see image_urls.image_url_builder)."""
     if image_url is None:
         return True
     if callable(image_url) or isinstance(image_url, str):
