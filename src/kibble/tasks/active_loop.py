@@ -3,7 +3,8 @@
 For each seed and each arm (the configured strategy, then the baseline `random`), a copy of the
 workspace under `W/active/<arm>/seed<S>/` runs `active.rounds` rounds of: train a head (features
 mode, the same Lightning path as `kibble train`/`kfold`) on every labelled train image -> test
-accuracy -> predict the pool -> the strategy picks `active.batch_size` images -> a kind=new queue
+accuracy -> predict the pool -> the strategy picks `active.batch_size` images (or that round's entry of a
+per-round list, see batch_schedule) -> a kind=new queue
 (queue.csv + Label Studio tasks) -> the simulated annotator labels it -> `merge` (the pool rows
 join train). A last training measures the final batch. From zero labels (`pool.labels_per_class=0`)
 round 0 has no model: its batch comes from a model-free strategy (the arm's own, or `active.cold_start`
@@ -67,11 +68,11 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
     if "true_label" not in manifest.columns:
         raise KibbleError(f"{source}: no true_label column; the simulated annotator needs it (import with pool.labels_per_class=N or pool.fraction=F)")
     pool = pool_rows(manifest, source)
-    batch, rounds = int(act.batch_size), int(act.rounds)
-    if batch < 1 or rounds < 1:
-        raise KibbleError(f"active.batch_size={batch}, active.rounds={rounds}; both must be >= 1")
-    if batch * rounds > len(pool):
-        raise KibbleError(f"active.batch_size x active.rounds = {batch * rounds} new labels but the pool holds only {len(pool)} unlabeled images; "
+    batches = batch_schedule(act)
+    rounds = len(batches)
+    if sum(batches) > len(pool):
+        asked = f"active.batch_size x active.rounds = {sum(batches)}" if len(set(batches)) == 1 else f"active.batch_size={batches} asks for {sum(batches)}"
+        raise KibbleError(f"{asked} new labels but the pool holds only {len(pool)} unlabeled images; "
                           "lower them or import with a larger pool (pool.fraction / pool.labels_per_class)")
     if pool["true_label"].isna().any():
         sid = pool.loc[pool["true_label"].isna(), "sample_id"].iloc[0]
@@ -101,6 +102,25 @@ def check_cold_start(act: DictConfig, arms: list[str], source: str) -> None:
             if not model_free(name):
                 raise KibbleError(f"{source}: no labelled train rows, so round 0 has no model and strategy {name!r} needs one; "
                                   "use a cold-start strategy (active.strategy=typiclust or probcover) or set active.cold_start=typiclust")
+
+
+def batch_schedule(act: DictConfig) -> list[int]:
+    """New labels per round: `active.batch_size` for each of `active.rounds` rounds, or a list with one size per
+    round (its length is then the number of rounds, e.g. [10, 10, 30, 50, 100] reaches 1, 2, 5, 10 and 20
+    labels per class of ten classes from zero), so a learning curve can be dense where labels are few."""
+    value = act.batch_size
+    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+        batches = list(value)
+        if not batches:
+            raise KibbleError("active.batch_size=[]: give one size for every round, or a single size with active.rounds")
+    else:
+        rounds = act.rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise KibbleError(f"active.rounds={rounds!r}; give a whole number of rounds >= 1")
+        batches = [value] * rounds
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise KibbleError(f"active.batch_size={value!r}; every round's batch must be a whole number >= 1")
+    return [int(b) for b in batches]
 
 
 def stop_settings(cfg: DictConfig) -> tuple[float | None, int, float]:
@@ -218,8 +238,9 @@ class ArmRunner:
         """The cached embeddings of manifest rows, in row order."""
         return self.matrix[[self.position[s] for s in rows["sample_id"]]]
 
-    def run(self, rounds: int, batch: int, progress=None) -> list[dict[str, Any]]:
-        rows = []
+    def run(self, batches: list[int], progress=None) -> list[dict[str, Any]]:
+        """len(batches) selection rounds (round r picks batches[r] images), then a last training."""
+        rows, rounds = [], len(batches)
         for r in range(rounds + 1):
             round_dir = self.ws.round_dir(r)
             before = load_manifest(self.ws.manifest, self.classes.names)  # training and selection leave it as is
@@ -236,7 +257,7 @@ class ArmRunner:
                 row["stop_reason"] = f"stopped after round {r} ({n_labels} labels): {reason}"
                 log.info("%s seed %d: %s", self.strategy, self.seed, row["stop_reason"])
             if r < rounds and not reason:
-                queue = self.select(dm, model, before, r, batch)
+                queue = self.select(dm, model, before, r, batches[r])
                 write_queue_files(queue, round_dir, self.classes, data_root=self.ws.data_root, model_version=f"kibble-active-{r:03d}")
                 reviews = self.annotator.review(queue, before, self.classes.names)
                 atomic_write_csv(round_dir / "reviews.csv", reviews)
@@ -263,7 +284,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     act = cfg.active
     arms = list(dict.fromkeys([*strategies_of(act), str(act.baseline)]))
     seeds = [int(s) for s in act.seeds]
-    rounds, batch = int(act.rounds), int(act.batch_size)
+    batches = batch_schedule(act)
+    rounds = len(batches)
     out_dir = ws.root / "active"
 
     dm = hydra.utils.instantiate(cfg.data)  # embed (or read the cache) once for every arm
@@ -280,7 +302,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for arm in arms:
                 arm_ws = make_arm(ws, out_dir / arm / f"seed{seed}")
                 runner = ArmRunner(cfg, arm_ws, arm, seed, features)
-                curves += runner.run(rounds, batch, progress=lambda n=1: progress.advance(task, n))
+                curves += runner.run(batches, progress=lambda n=1: progress.advance(task, n))
                 atomic_write_csv(out_dir / "curves.csv", pd.DataFrame(curves))
                 if test_ids is not None and runner.test_ids is not None and runner.test_ids != test_ids:
                     raise KibbleError(f"{arm} seed {seed}: its test items differ from the first arm's; the arms must share one test split")
