@@ -102,3 +102,24 @@ def test_savings_table_on_mean_curves_still_ranks_by_share():
     table = savings_table(frame)
     assert list(table["strategy"]) == ["margin", "random"]
     assert table.loc[0, "share_of_random_labels"] == pytest.approx(0.75)
+
+
+def test_budget_comparison_pairs_each_seed_with_random_at_each_budget():
+    from kibble.metrics.learning_curve import budget_comparison
+
+    def curve(name, seed, accs):
+        return [{"strategy": name, "seed": seed, "round": r, "n_labels": n, "test_accuracy": a}
+                for r, (n, a) in enumerate(zip([0, 10, 20, 50], accs))]
+
+    curves = pd.DataFrame([*curve("random", 0, [np.nan, 0.4, 0.5, 0.7]), *curve("typiclust", 0, [np.nan, 0.6, 0.7, 0.8]),
+                           *curve("random", 1, [np.nan, 0.3, 0.6, 0.8]), *curve("typiclust", 1, [np.nan, 0.5, 0.55, 0.65])])
+    rows = budget_comparison(curves, budgets=[10, 20], match_at=[20, 50]).set_index(["strategy", "seed"])
+    assert rows.loc[("typiclust", 0), "gap@10"] == pytest.approx(0.2) and rows.loc[("typiclust", 1), "gap@20"] == pytest.approx(-0.05)
+    assert rows.loc[("typiclust", 0), "need@20"] == pytest.approx(10.0)  # already above random's 0.5 at 10 labels
+    assert rows.loc[("typiclust", 0), "need@50"] == pytest.approx(20.0) and rows.loc[("typiclust", 0), "share@50"] == pytest.approx(0.4)
+    assert rows.loc[("typiclust", 1), "need@20"] == pytest.approx(35.0)  # 20 + 30 x (0.60 - 0.55) / (0.65 - 0.55)
+    assert np.isnan(rows.loc[("typiclust", 1), "need@50"])  # never reaches random's 0.8
+    assert rows.loc[("random", 1), "share@50"] == pytest.approx(1.0) and rows.loc[("random", 0), "gap@10"] == 0
+    assert np.isnan(budget_comparison(curves, budgets=[30], match_at=[])["acc@30"]).all()  # no point at 30 labels
+    with pytest.raises(KibbleError, match="'typiclust' has seed 2 but 'random' does not"):
+        budget_comparison(pd.concat([curves, pd.DataFrame(curve("typiclust", 2, [np.nan, 0.5, 0.6, 0.7]))]), budgets=[10], match_at=[])

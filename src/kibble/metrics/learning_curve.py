@@ -99,6 +99,39 @@ def _seed_row(name: str, seed, curve: pd.DataFrame, base: pd.DataFrame, baseline
     }
 
 
+def budget_comparison(curves: pd.DataFrame, budgets, match_at, baseline: str = "random") -> pd.DataFrame:
+    """Each (strategy, seed) against the baseline's curve of the same seed, at fixed label budgets.
+
+    One row per (strategy, seed): `acc@N` (the accuracy measured at exactly N labels, NaN when the curve has
+    no such point), `gap@N` (minus the baseline's at N), and for each M in `match_at` the labels the strategy
+    needed to reach the baseline's accuracy at M labels (`need@M`, linear between points, NaN if never) and
+    that as a share of M (`share@M`). Budgets are label counts (e.g. 10, 20, 50 for 1, 2, 5 per class of ten).
+    Points without an accuracy (a cold start's round 0: no model yet) are left out of the curves.
+    """
+    _check_curves(curves)
+    budgets, match_at = [int(b) for b in budgets], [int(m) for m in match_at]
+    measured = curves[curves["test_accuracy"].notna()]
+    if baseline not in set(measured["strategy"]):
+        raise KibbleError(f"no {baseline!r} curve to compare against; run the baseline arm too")
+    at = {key: dict(zip(part["n_labels"].astype(int), part["test_accuracy"].astype(float)))
+          for key, part in measured.groupby(["strategy", "seed"], sort=True)}
+    rows = []
+    for (name, seed), part in measured.groupby(["strategy", "seed"], sort=True):
+        base = at.get((baseline, seed))
+        if base is None:
+            raise KibbleError(f"strategy {name!r} has seed {seed} but {baseline!r} does not; budgets are compared seed by seed")
+        mine, row = at[(name, seed)], {"strategy": str(name), "seed": seed}
+        for b in budgets:
+            row[f"acc@{b}"] = mine.get(b, np.nan)
+            row[f"gap@{b}"] = mine.get(b, np.nan) - base.get(b, np.nan)
+        part = part.sort_values("n_labels")
+        for m in match_at:
+            need = labels_to_reach(part["n_labels"], part["test_accuracy"], base[m]) if m in base else np.nan
+            row[f"need@{m}"], row[f"share@{m}"] = need, need / m
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def seed_summary(per_seed: pd.DataFrame, baseline: str = "random", alpha: float = 0.05) -> pd.DataFrame:
     """Mean and sample std over seeds of per_seed_savings: per strategy the share of the baseline's labels
     needed to reach its final accuracy (over the seeds that reached it; `n_reached` of `n_seeds` say how
