@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import import_workspace
 from kibble import KibbleError
 from kibble.data.classes import ClassList
 from kibble.data.manifest import load_manifest
@@ -45,14 +44,6 @@ def test_split_budget_bad_input(budget, message):
     with pytest.raises(KibbleError, match=message) as err:
         split_budget(budget, n_train=100, n_pool=50)
     assert "\n" not in str(err.value)
-
-
-@pytest.fixture(scope="module")
-def pool_workspace(digits_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Digits with 80 % of train moved to the unlabeled pool (true labels kept for the annotator)."""
-    ws = tmp_path_factory.mktemp("budget") / "ws"
-    shutil.copytree(digits_workspace, ws, ignore=shutil.ignore_patterns("runs", "multiruns", "cache", "rounds"))
-    return import_workspace(ws, ["overwrite=true", "pool.fraction=0.8"])
 
 
 def round_context(ws: Path) -> RoundContext:

@@ -8,6 +8,12 @@
 
 so a team decides where its annotation hours go. A new-label budget larger than the pool is an
 error (there is nothing to label), not silently clipped.
+
+    budget: {total: 300, split: value}          # split by expected value (kibble.queue.value_budget)
+
+lets the round decide: each side's items are valued (calibrated correction chance vs a new label's
+worth) and the total goes to the best; until earlier rounds' reviews exist to calibrate on, the shares
+(`relabel`/`new`, default half and half) are used.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from kibble import KibbleError
 from kibble.queue.builder import resolve_budget
 
-KEYS = ("relabel", "new", "total")
+KEYS = ("relabel", "new", "total", "split", "value")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ def split_budget(budget: Any, n_train: int, n_pool: int) -> BudgetSplit:
         raise KibbleError(f"budget has unknown key(s) {unknown}; use {list(KEYS)}, e.g. budget={{relabel: 100, new: 200}}")
     relabel = _count(budget.get("relabel") or 0, "relabel")
     new = _count(budget.get("new") or 0, "new")
+    if budget.get("split") == "value" and not (relabel or new):  # the shares used before there are reviews to calibrate on
+        relabel = new = 0.5
     total = budget.get("total")
     if total is not None:
         total = int(_count(total, "total"))

@@ -17,13 +17,14 @@ from kibble import KibbleError
 from kibble.data_issues import ISSUE_COLUMNS, ISSUES, find_data_issues, issue_queue_order
 from kibble.metrics.detection import truth_aware_summary
 from kibble.io import atomic_write_csv, atomic_write_parquet, remove_file
-from kibble.queue.budget import split_budget
+from kibble.queue.budget import BudgetSplit, split_budget
 from kibble.queue.builder import QUEUE_COLUMNS, build_queue, queue_id, resolve_budget, settled_samples
 from kibble.queue.formats import is_pushed, keep_queue_version, versioned_name, write_queue_files
 from kibble.annotation.gold import GOLD_FILE, load_gold, normalise_gold, round_gold
 from kibble.labels.history import load_events
 from kibble.labels.lock import lock_timeout_of, workspace_transaction
 from kibble.queue.new_labels import concat_queues, round_new_queue
+from kibble.queue.value_budget import past_curve, past_outcomes, past_score_floors, split_by_value, value_settings
 from kibble.rounds import RoundContext, update_round_metrics
 from kibble.strategies.base import StrategyOutput
 from kibble.values import positions
@@ -156,6 +157,7 @@ class BuildQueue:
         # image / embedding problems (kibble.data_issues): always found and written; budget: their queue share
         self.data_issues = data_issue_settings(data_issues)
         self.gold = dict(gold) if gold else None  # gold questions hidden in the queue (issue 8, annotation/gold.py)
+        value_settings(budget)  # a bad budget.split / budget.value fails here, before the round trains
         for name in self.strategies:  # a typo fails here, before the round trains, not after
             if name == COMBINE:
                 combine_spec(self.params.get(COMBINE))
@@ -221,11 +223,34 @@ class BuildQueue:
         with workspace_transaction(ctx.workspace, f"kibble {cfg.get('task_name') or 'queue'}", lock_timeout_of(cfg)):  # all queue files or none
             return self._write(ctx, outputs, issues)
 
+    def _split_by_value(self, ctx: RoundContext, outputs: dict[str, StrategyOutput], fixed: BudgetSplit, suppress: set[str],
+                        settings: Mapping[str, Any], events: pd.DataFrame) -> tuple[BudgetSplit, dict[str, Any]]:
+        """budget.split=value: both sides' candidates for the whole total, valued (kibble.queue.value_budget);
+        the fixed shares while earlier rounds hold too few answered relabel items to calibrate on."""
+        earlier = [ctx.workspace.round_dir(r) for r in range(ctx.round_index)]
+        outcomes = past_outcomes(earlier, events)
+        if len(outcomes) < int(settings["min_reviews"]):
+            return fixed, {"mode": "fixed", "relabel": fixed.relabel, "new": fixed.new,
+                           "why": f"budget.split=value: earlier rounds hold {len(outcomes)} answered relabel items, fewer than "
+                                  f"value.min_reviews={settings['min_reviews']} to calibrate on; the fixed shares were used"}
+        total, n_pool = fixed.total, int((ctx.manifest["split"] == "pool").sum())
+        relabel = build_queue(ctx.oof["sample_id"].to_numpy(dtype=object), ctx.oof["given_label"].reset_index(drop=True), outputs,
+                              ctx.classes.names, total, round_index=ctx.round_index, quotas=self.quotas, suppress=suppress)
+        new, new_outputs = round_new_queue(ctx, self.new_strategies, min(total, n_pool), self.new_params, self.new_quotas, suppress,
+                                           seed=ctx.round_index) if n_pool else (relabel.iloc[:0], {})
+        pool_mean = {name: float(out.score.mean()) for name, out in new_outputs.items() if len(out.score)}
+        chosen = split_by_value(relabel, new, total, settings, outcomes, pool_mean, past_curve(earlier), past_score_floors(earlier))
+        return BudgetSplit(chosen.relabel, chosen.new), chosen.info
+
     def _write(self, ctx: RoundContext, outputs: dict[str, StrategyOutput], issues: pd.DataFrame | None = None) -> dict[str, Any]:
         """The queue from the strategies' outputs, written to rounds/NNN/; the caller holds the workspace lock."""
         oof = ctx.oof
-        suppress = settled_samples(load_events(ctx.workspace.label_events), ctx.manifest) if self.suppress_reviewed else set()
+        events = load_events(ctx.workspace.label_events)
+        suppress = settled_samples(events, ctx.manifest) if self.suppress_reviewed else set()
         split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))
+        split_info = None
+        if (settings := value_settings(self.budget)) is not None:
+            split, split_info = self._split_by_value(ctx, outputs, split, suppress, settings, events)
         budget = split.relabel
         # the OOF rows' paths as a column (build_queue reads only the queued rows' cells): hashed in Arrow, no Python lists
         where = positions(oof["sample_id"], ctx.manifest["sample_id"])
@@ -276,6 +301,9 @@ class BuildQueue:
                      versioned_name("queue.csv", version))
         if split.new:
             summary.update(queue_new=int((queue["kind"] == "new").sum()), queue_budget_new=split.new)
+        if split_info is not None:
+            summary["budget_split"] = split_info
+            log.info("queue budget: %s", split_info["why"])
         truth = truth_summary(ctx, outputs, queue, gold_table)
         if truth is not None:
             summary["truth"] = truth
