@@ -145,3 +145,7 @@ def test_a_value_split_gives_relabelling_what_past_reviews_say_it_is_worth(pool_
     third = queue_step(ctx)["budget_split"]
     assert third["mode"] == "value" and third["new"] >= 30, third
     assert third["gain_per_label"] > 0 and "Learning curve: +" in third["why"]  # rounds 0 and 1 recorded (n_oof, accuracy)
+    from kibble.report.round import summary_sections
+
+    body = summary_sections(Workspace(ws), ctx.round_dir, ctx.classes)[0].body
+    assert f"Budget split: split by value: {third['relabel']} relabel + {third['new']} new." in body

@@ -52,6 +52,9 @@ def summary_sections(ws: Workspace, round_dir: Path, classes: ClassList) -> list
     by_strategy = metrics.get("queue_by_strategy")
     if by_strategy:
         body += "<p>Queue by strategy: " + escape(", ".join(f"{k}: {v}" for k, v in by_strategy.items())) + "</p>"
+    split = metrics.get("budget_split")  # budget.split=value: what the round chose between relabelling and new labels, and why
+    if isinstance(split, dict) and split.get("why"):
+        body += "<p>Budget split: " + escape(str(split["why"])) + "</p>"
     sections = [Section("Round summary", body)]
     per_class = metrics.get("oof_per_class")
     if per_class:
