@@ -5,7 +5,7 @@
 Protocol (docs/benchmarks.md, "Protocol (all benchmarks)"):
 - dev = Imagewoof train photos, test = val photos (disjoint). Per seed and half, `subset` photos drawn at
   random, plus injected images with known issues (kibble.benchmarks.image_injections): 40 near-duplicate
-  copies (edited and re-encoded), 40 outliers (digits, colour fields), 20 blank, 20 two-tone, 20 odd-size.
+  copies (edited and re-encoded), 21 outliers (three each of seven makes: digits, colour fields, gratings, ...), 20 blank, 20 two-tone, 20 odd-size.
 - Every tool sees the whole set as a user would hand it over; each issue group is then scored on the
   photos plus that group's injections only (another group's images are neither hits nor false alarms).
   Near-duplicates: a copy and its original are both the truth. Imagewoof's own near-duplicates
@@ -33,11 +33,11 @@ from kibble.benchmarks import imagewoof_bench, record
 from kibble.benchmarks.image_injections import inject
 
 TITLE = "Data issues on Imagewoof: kibble vs Datalab and CleanVision on injected issues (scripts/bench_data_issues.py)"
-COUNTS = {"near_duplicate": 40, "outlier": 40, "blank": 20, "low_information": 20, "odd_size": 20}
+COUNTS = {"near_duplicate": 40, "outlier": 21, "blank": 20, "low_information": 20, "odd_size": 20}
 GROUPS = {"near_duplicate": ("near_duplicate",), "outlier": ("outlier",), "blank or low information": ("blank", "low_information"),
           "odd size": ("odd_size",)}
 KIBBLE_GRIDS = {
-    "near_duplicate": [{"near_duplicate_threshold": t} for t in (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)],
+    "near_duplicate": [{"near_duplicate_threshold": t} for t in (0.80, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98)],
     "outlier": [{"outlier_mads": m} for m in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)],
     "blank or low information": [{"blank_std": s, "low_entropy_bits": e} for s in (1, 2, 4, 8, 16) for e in (0.5, 1, 2, 3, 4)],
     "odd size": [{"odd_pixels_factor": p, "odd_aspect_factor": a} for p in (2, 4, 8, 16, 32) for a in (1.5, 2, 3, 4)],
@@ -147,7 +147,7 @@ def make_half(bench, seed: int, half: str, subset: int, counts: dict[str, int], 
     photos = [ids[i] for i in np.sort(rng.choice(len(ids), subset, replace=False))]
     photo_paths = [str((bench.root / s).resolve()) for s in photos]
     injected = inject([Path(p) for p in photo_paths], bench.workspace / f"seed{seed}" / half, counts, seed=seed * 10 + (half == "test"))
-    rows = pd.DataFrame({"sample_id": injected["path"], "path": injected["path"]})
+    rows = pd.DataFrame({"sample_id": injected["path"], "path": injected["path"], "label": None})
     new_emb = embedder.embed(rows, "/", progress=False) if len(rows) else np.zeros((0, 1280))
     paths = photo_paths + injected["path"].tolist()
     kinds = np.array(["photo"] * len(photos) + injected["kind"].tolist())
@@ -196,7 +196,7 @@ def main() -> None:
     counts = dict(COUNTS)
     if args.quick:
         args.seeds, args.subset, args.no_record = args.seeds[:1], 300, True
-        counts = {k: max(4, v // 4) for k, v in counts.items()}
+        counts = {k: max(7, v // 4) for k, v in counts.items()}
     bench = imagewoof_bench(args.workdir, "imagewoof_data_issues_quick" if args.quick else "imagewoof_data_issues")
     if bench is None:
         return
