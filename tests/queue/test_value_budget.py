@@ -149,3 +149,20 @@ def test_a_value_split_gives_relabelling_what_past_reviews_say_it_is_worth(pool_
 
     body = summary_sections(Workspace(ws), ctx.round_dir, ctx.classes)[0].body
     assert f"Budget split: split by value: {third['relabel']} relabel + {third['new']} new." in body
+
+
+def test_past_outcomes_match_answers_by_queue_id_else_by_round_and_sample(tmp_path: Path):
+    from kibble.queue.value_budget import past_outcomes
+
+    round_dir = tmp_path / "000"
+    round_dir.mkdir()
+    pd.DataFrame({"queue_id": ["q-a", "q-b", "q-c", "q-d", "q-e"], "round": 0, "sample_id": ["a", "b", "c", "d", "e"],
+                  "score": [0.9, 0.8, 0.7, 0.6, 0.5], "strategy": "self_confidence",
+                  "kind": ["relabel", "relabel", "relabel", "new", "relabel"]}).to_csv(round_dir / "queue.csv", index=False)
+    events = pd.DataFrame({
+        "sample_id": ["a", "a", "b", "c", "d", "e"], "queue_id": ["q-a", "q-a", None, "q-c", "q-d", "q-e"],
+        "verdict": ["confirmed", "corrected", "corrected", "ambiguous", "corrected", "confirmed"],
+        "source": ["simulated", "simulated", "review", "review", "review", "import"], "round": [0, 0, 0, 0, 0, 0]})
+    out = past_outcomes([round_dir, tmp_path / "001"], events)
+    # a: its last answer; b: no queue id, matched by round + sample; c: ambiguous; d: a new label; e: not a human answer
+    assert out.to_dict("list") == {"strategy": ["self_confidence"] * 2, "score": [0.9, 0.8], "corrected": [1.0, 1.0]}

@@ -197,25 +197,33 @@ def explain(info: Mapping[str, Any]) -> str:
 def past_outcomes(round_dirs: list[Path], events: pd.DataFrame) -> pd.DataFrame:
     """Earlier rounds' relabel queue items that a human confirmed or corrected: (strategy, score, corrected).
 
-    Queue rows are matched to answers by queue_id (the id every answer carries back); the last answer wins."""
+    Queue rows are matched to answers by queue_id (the id every answer from a kibble queue carries back),
+    else by round and sample_id (a reviews file without queue ids); the last answer wins."""
     from kibble.queue.builder import HUMAN_SOURCES
 
     columns = ["strategy", "score", "corrected"]
     if events is None or events.empty:
         return pd.DataFrame(columns=columns)
-    answers = events[events["source"].isin(HUMAN_SOURCES) & events["verdict"].isin(["confirmed", "corrected"]) & events["queue_id"].notna()]
-    answers = answers.drop_duplicates("queue_id", keep="last").set_index("queue_id")["verdict"]
+    answers = events[events["source"].isin(HUMAN_SOURCES) & events["verdict"].isin(["confirmed", "corrected"])]
+    by_id = answers[answers["queue_id"].notna()].drop_duplicates("queue_id", keep="last").set_index("queue_id")["verdict"]
+    plain = answers[answers["queue_id"].isna()]
+    by_sample = plain.assign(key=plain["round"].astype(str) + "/" + plain["sample_id"].astype(str)).drop_duplicates("key", keep="last")
+    by_sample = by_sample.set_index("key")["verdict"]
     parts = []
     for round_dir in round_dirs:
         path = round_dir / "queue.csv"
         if not path.is_file():
             continue
-        queue = pd.read_csv(path, usecols=lambda c: c in ("queue_id", "strategy", "score", "kind"), dtype={"queue_id": str, "strategy": str})
+        queue = pd.read_csv(path, usecols=lambda c: c in ("queue_id", "round", "sample_id", "strategy", "score", "kind"),
+                            dtype={"queue_id": str, "sample_id": str, "strategy": str})
         if "kind" in queue.columns:
             queue = queue[queue["kind"].fillna("relabel") == "relabel"]
-        queue = queue[queue["queue_id"].isin(answers.index)]
-        parts.append(pd.DataFrame({"strategy": queue["strategy"].to_numpy(dtype=object), "score": queue["score"].to_numpy(dtype=np.float64),
-                                   "corrected": (answers.loc[queue["queue_id"]].to_numpy(dtype=object) == "corrected").astype(np.float64)}))
+        verdict = queue["queue_id"].map(by_id)
+        if len(by_sample) and "round" in queue.columns:
+            verdict = verdict.fillna((queue["round"].astype(str) + "/" + queue["sample_id"]).map(by_sample))
+        keep = verdict.notna().to_numpy()
+        parts.append(pd.DataFrame({"strategy": queue["strategy"].to_numpy(dtype=object)[keep], "score": queue["score"].to_numpy(dtype=np.float64)[keep],
+                                   "corrected": (verdict.to_numpy(dtype=object)[keep] == "corrected").astype(np.float64)}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
