@@ -91,6 +91,7 @@ def test_configure_drops_the_tip_but_keeps_real_warnings(caplog: pytest.LogCaptu
             warnings.simplefilter("always")
             output.configure(verbose=False)
             warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+            warnings.warn("Total length of `list` across ranks is zero. Please make sure this was your intention.", UserWarning)
             warnings.warn("something of ours", UserWarning)
         assert [str(w.message) for w in caught] == ["something of ours"]
     finally:
