@@ -146,3 +146,39 @@ def test_top_counts_pick_what_argsort_puts_first(lines, width, levels, seed):
     for j in range(lines):
         expected[np.argsort(values[j])[: counts[j]]] = True
     assert np.array_equal(_top_counts(values, counts), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(20, 400), st.integers(2, 12), st.floats(0.0, 0.9), st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_pruning_only_the_beaten_rows_flags_what_cleanlab_flags(n, k, noise, decimals, seed):
+    """Class rows that no other class beats are skipped when every pruning column finds its count among the
+    beaten ones; otherwise (or when a tie at a cut needs the whole line's sort) the class is pruned whole.
+    Either way the mask is cleanlab's: any noise rate, coarse probabilities (many ties), float32 and float64."""
+    from cleanlab.filter import find_label_issues
+
+    from kibble.strategies import confident_joint as cj
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(k, 0.5), n)
+    if decimals:
+        probs = np.round(probs, decimals) + 1e-3
+        probs /= probs.sum(axis=1, keepdims=True)
+    labels = np.where(rng.random(n) < noise, rng.integers(0, k, n), probs.argmax(axis=1))
+    for dtype in (np.float32, np.float64):
+        p = probs.astype(dtype)
+        assert np.array_equal(cj.prune_by_noise_rate(labels, p), find_label_issues(labels, p, n_jobs=1))
+
+
+def test_the_beaten_rows_are_those_another_class_beats_or_ties(monkeypatch: pytest.MonkeyPatch):
+    from kibble.strategies import confident_joint as cj
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.4, 0.4, 0.2], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], dtype=np.float32)
+    assert cj.label_beaten(np.array([0, 1, 0, 2]), probs).tolist() == [False, True, True, False]
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(10, 0.3), 5000).astype(np.float32)
+    labels = np.where(rng.random(5000) < 0.1, rng.integers(0, 10, 5000), probs.argmax(axis=1))
+    calls = []
+    real = cj._class_mask
+    monkeypatch.setattr(cj, "_class_mask", lambda *a, **kw: calls.append(kw["screened"]) or real(*a, **kw))
+    cj.prune_by_noise_rate(labels, probs)
+    assert calls and all(calls)  # 10 % noise: every class is settled from its beaten rows alone

@@ -30,6 +30,7 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     k_classes = probs.shape[1]
     by_class = ClassRows(labels, k_classes)
     prune = _keep_at_least_n_per_class(prune_count_matrix=confident_joint(labels, probs, by_class).T, n=1, frac_noise=1.0)
+    beaten = label_beaten(labels, probs)
     flagged = np.zeros(len(labels), dtype=bool)
     for k in range(k_classes):
         rows = by_class.rows(k)
@@ -37,14 +38,14 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         columns = columns[columns != k]
         if len(rows) <= 1 or not len(columns):  # cleanlab: a class with <= min_examples_per_class (1) rows flags none
             continue
-        mine = np.ascontiguousarray(probs[rows].T)  # this class's rows only, one line per class
-        mask = np.zeros(len(rows), dtype=bool)
-        for chunk in row_chunks(len(columns), len(rows)):  # a few columns at a time: each is one of this class's rows long
-            cols = columns[chunk]
-            # -margin (p[k] - p[j] is exactly -(p[j] - p[k])), one contiguous line per column: the rows cleanlab's
-            # argsort(-margin) puts first in each column
-            mask |= _top_counts(mine[k] - mine[cols], prune[cols, k])
-        flagged[rows] = mask
+        near = np.flatnonzero(beaten[rows])
+        mask = None
+        if len(near) < len(rows):  # first only the rows some other class beats or ties: usually all the pruning needs
+            mask = _class_mask(probs, rows[near], k, columns, prune[columns, k], screened=True)
+            if mask is not None:
+                flagged[rows[near]] = mask
+        if mask is None:
+            flagged[rows] = _class_mask(probs, rows, k, columns, prune[columns, k], screened=False)
     hits = np.flatnonzero(flagged)
     for chunk in row_chunks(len(hits), k_classes):  # un-flag rows whose (nudged) prediction is their label
         part = hits[chunk]
@@ -54,7 +55,51 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return flagged
 
 
-def _top_counts(neg_margins: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def label_beaten(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per row: does some other class have at least the given label's probability (max_j!=label p_j >= p_label)?
+
+    A row that no class beats or ties has p_k - p_j > 0 in every column, so it is never among a column's
+    first counts when that column holds counts[j] rows at p_k - p_j <= 0 (see _class_mask). A chunk at a time
+    into one reused buffer, the label masked out (a comparison, exact in any float dtype)."""
+    n, k_classes = probs.shape
+    beaten = np.empty(n, dtype=bool)
+    buffer = np.empty((0, k_classes), dtype=probs.dtype)
+    for part in row_chunks(n, k_classes):
+        chunk = probs[part]
+        if len(buffer) != len(chunk):
+            buffer = np.empty_like(chunk)
+        np.copyto(buffer, chunk)
+        at = np.arange(len(chunk))
+        given = buffer[at, labels[part]].copy()
+        buffer[at, labels[part]] = -np.inf
+        beaten[part] = buffer.max(axis=1) >= given
+    return beaten
+
+
+def _class_mask(probs: np.ndarray, rows: np.ndarray, k: int, columns: np.ndarray, counts: np.ndarray, screened: bool) -> np.ndarray | None:
+    """Which of class k's `rows` are among the first counts[j] of cleanlab's argsort(p_k - p_j) in a column j.
+
+    screened: `rows` are only the class's rows that some class beats or ties (label_beaten). The answer is
+    then the whole class's answer when every column holds at least counts[j] of them at p_k - p_j <= 0 (the
+    rest have p_k - p_j > 0, after all of those) and no column's tie at its cut overflows (a tie is broken by
+    the sort of the whole line); otherwise None, and the caller takes all the class's rows."""
+    mine = np.ascontiguousarray(probs[rows].T)  # these rows only, one line per class
+    mask = np.zeros(len(rows), dtype=bool)
+    for chunk in row_chunks(len(columns), len(rows)):  # a few columns at a time: each is one of these rows long
+        cols, need = columns[chunk], counts[chunk]
+        # -margin (p[k] - p[j] is exactly -(p[j] - p[k])), one contiguous line per column: the rows cleanlab's
+        # argsort(-margin) puts first in each column
+        neg = mine[k] - mine[cols]
+        if screened and (np.count_nonzero(neg <= 0, axis=1) < need).any():
+            return None
+        chosen = _top_counts(neg, need, ties_by_sort=not screened)
+        if chosen is None:
+            return None
+        mask |= chosen
+    return mask
+
+
+def _top_counts(neg_margins: np.ndarray, counts: np.ndarray, ties_by_sort: bool = True) -> np.ndarray | None:
     """Rows (columns of `neg_margins`) among the first counts[j] of np.argsort(neg_margins[j]) for any j.
 
     A partition finds each line's counts[j]-th smallest value t: values below t are in any sort's first
@@ -62,6 +107,8 @@ def _top_counts(neg_margins: np.ndarray, counts: np.ndarray) -> np.ndarray:
     is sorted as cleanlab sorts it (which of the tied rows come first is the sort's choice). The counts are the
     few noisy rows per class pair: a partition instead of a sort of every line took confident_learning at 10^6 x 120
     from 4.0 s to about 1.6 s with the sorted class rows below (single thread; scripts/bench_scale.py).
+    ties_by_sort=False: a line whose tie overflows returns None instead (the lines are a subset of the rows, and
+    only the whole line's sort breaks its ties as cleanlab's does).
     """
     n_lines, width = neg_margins.shape
     take = np.minimum(counts.astype(np.int64), width)
@@ -77,6 +124,8 @@ def _top_counts(neg_margins: np.ndarray, counts: np.ndarray) -> np.ndarray:
     upto = lines <= cut
     clear = np.count_nonzero(upto, axis=1) == need
     chosen |= (upto if clear.all() else upto[clear]).any(axis=0)
+    if not ties_by_sort and not clear.all():
+        return None
     for j in np.flatnonzero(~clear):  # more rows tie at the cut than the count takes
         chosen[np.argsort(lines[j])[: need[j]]] = True
     return chosen
