@@ -78,12 +78,14 @@ def loop_overrides(bench, ws: Path, strategies: list[str], seeds: list[int], sch
 
 
 def run_loop(bench, ws: Path, strategies: list[str], args, extra: list[str]) -> tuple[pd.DataFrame, float]:
-    """One `kibble loop mode=active` over `strategies` (+ random) in workspace `ws`: (curves, minutes); reused with --reuse."""
+    """One `kibble loop mode=active` over `strategies` (+ random) in workspace `ws`: (curves, minutes); reused with --reuse
+    (then `args.reused` is set, and the minutes are the earlier run's)."""
     from kibble.tasks import loop
 
     meta, path = ws / "active" / "bench_active_cold.json", ws / "active" / "curves.csv"
     settings = {"strategies": strategies, "seeds": args.seeds, "schedule": args.schedule, "extra": extra}
     if args.reuse and meta.is_file() and path.is_file() and json.loads(meta.read_text())["settings"] == settings:
+        args.reused = True
         return pd.read_csv(path), float(json.loads(meta.read_text())["minutes"])
     start = time.perf_counter()
     loop.run(compose_config("loop", loop_overrides(bench, ws, strategies, args.seeds, args.schedule, extra)))
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--allow-embed", action="store_true", help="let the loop embed images missing from the shared feature cache")
     parser.add_argument("--no-record", action="store_true", help="print, do not touch docs/benchmarks.md")
     args = parser.parse_args()
+    args.reused = False
     shared, held_out = SHARED_LOOP, HELD_OUT_LOOP
     if args.quick:
         args.seeds, args.schedule, args.no_record, shared, held_out = args.seeds[:2], [10, 10], True, ["typiclust", "margin"], []
@@ -199,6 +202,12 @@ def headline_notes(per_seed: pd.DataFrame, budgets: list[int], match: list[int])
     lines.append(f"Headline {HEADLINE} reaches random's accuracy at {last} labels with {pm(need.mean(), need.std(ddof=1), '{:.0f}')} labels "
                  f"({need.notna().sum()}/{n} seeds reached it; per seed {', '.join('never' if v != v else f'{v:.0f}' for v in need)}), "
                  f"{pm(share.mean(), share.std(ddof=1), '{:.2f}')}x random's. Target <= {SHARE_TARGET}x in every seed: {'PASS' if ok else 'FAIL'}.")
+    if len(budgets) >= 2:  # how flat the curves are where that count is read off
+        a, b = budgets[-2], budgets[-1]
+        rise = {name: 100 * per_seed.loc[per_seed["strategy"] == name, f"acc@{b}"].mean() - 100 * per_seed.loc[per_seed["strategy"] == name, f"acc@{a}"].mean()
+                for name in (HEADLINE, "random")}
+        lines.append(f"From {a} to {b} labels the headline's mean accuracy rises {rise[HEADLINE]:.1f} points and random's {rise['random']:.1f}: "
+                     "the labels needed to reach random's last accuracy are read off a nearly flat stretch of curve, hence their spread.")
     return lines
 
 
@@ -217,8 +226,9 @@ def protocol_notes(args, fallbacks: int, minutes: list[float], load_start: float
         f"{(len(args.schedule) - 1) * len(args.seeds)} model rounds did (not counted when the loop was reused).",
         "Caveats: about 96 % of Imagewoof's images are ImageNet-train images the backbone was trained on, so 1-2 labels per class "
         "already go far on these embeddings; the 20-epoch head sees 1 batch per epoch at 10 labels.",
-        f"Wall time {seconds / 60:.1f} min (loops: {', '.join(f'{m:.1f}' for m in minutes)} min); 1-min load average {load_start:.1f} at the "
-        f"start, {load_end:.1f} at the end, on {os.cpu_count()} cores.",
+        f"Wall time of the loops {sum(minutes):.1f} min ({', '.join(f'{m:.1f}' for m in minutes)})"
+        + (f", reused from an earlier run of the same settings (--reuse; this run {seconds / 60:.1f} min)" if args.reused else "")
+        + f"; 1-min load average {load_start:.1f} at the start, {load_end:.1f} at the end, on {os.cpu_count()} cores.",
     ]
 
 
