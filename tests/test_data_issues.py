@@ -114,7 +114,7 @@ def test_find_data_issues_table_and_queue_order(tmp_path):
     emb = _clusters(20)
     emb[9] = emb[4]
     ids = [f"s{i:02d}" for i in range(20)]
-    table = find_data_issues(ids, paths, emb, checks=["blank", "near_duplicate"])
+    table = find_data_issues(ids, paths, emb, checks=["blank", "near_duplicate"], near_duplicate_threshold=0.98)  # tight toy clusters
     assert list(table.columns) == ["sample_id", "issue", "score", "detail"]
     assert table.iloc[0]["sample_id"] == "s04" and table.iloc[0]["issue"] == "blank"
     assert ("s09", "near_duplicate") in set(zip(table["sample_id"], table["issue"]))

@@ -70,16 +70,16 @@ def test_bad_data_issue_settings_fail_at_construction():
 
 def test_embedding_issues_are_reported_and_queued_only_on_request(tmp_path):
     ctx = _ctx(tmp_path)
-    rng = np.random.default_rng(1)  # 32 dimensions: random rows of one class stay well below cosine 0.98
+    rng = np.random.default_rng(1)  # 32 dimensions: random rows of one class stay well below cosine 0.98 (toy clusters: pass 0.98)
     emb = (3 * rng.standard_normal((3, 32))[np.arange(60) % 3] + rng.standard_normal((60, 32))).astype(np.float32)
     emb[30] = emb[33] = emb[36]  # three copies of one image (all class a)
     ctx.oof["embedding"] = list(emb)
-    BuildQueue(strategies=["self_confidence"], budget=10, data_issues={"budget": 0.5})(ctx)
+    BuildQueue(strategies=["self_confidence"], budget=10, data_issues={"budget": 0.5, "near_duplicate_threshold": 0.98})(ctx)
     issues = pd.read_csv(ctx.round_dir / "data_issues.csv", dtype={"sample_id": str})
     dups = issues[issues["issue"] == "near_duplicate"]
     assert set(dups["sample_id"]) == {"s033", "s036"} and dups["detail"].str.startswith("of s030").all()
     queue = pd.read_csv(ctx.round_dir / "queue.csv", dtype={"sample_id": str})
     assert set(queue.loc[queue["strategy"] == "data_issues", "sample_id"]) == {BLANK}  # only the image check by default
-    BuildQueue(strategies=["self_confidence"], budget=10, data_issues={"budget": 0.5, "queue": ["blank", "near_duplicate"]})(ctx)
+    BuildQueue(strategies=["self_confidence"], budget=10, data_issues={"budget": 0.5, "queue": ["blank", "near_duplicate"], "near_duplicate_threshold": 0.98})(ctx)
     queue = pd.read_csv(ctx.round_dir / "queue.csv", dtype={"sample_id": str})
     assert {BLANK, "s033", "s036"} <= set(queue.loc[queue["kind"] == "data_issue", "sample_id"]) and len(queue) == 10

@@ -49,6 +49,7 @@ def test_calibration_is_increasing_per_strategy_with_the_overall_rate_as_fallbac
 def test_new_label_worth_and_learning_slope():
     w = new_label_worth(["margin", "margin", "typiclust"], [0.5, 0.05, 7.0], {"margin": 0.1, "typiclust": 0.5}, cap=3.0)
     assert w.tolist() == [3.0, 0.5, 1.0]  # 5x the pool mean capped at 3; half the mean; not an uncertainty: 1
+    assert new_label_worth(["margin", "typiclust"], [0.5, 7.0], {"margin": 0.1}, cap=0.5).tolist() == [0.5, 0.5]  # the cap binds all
     n = np.array([100, 200, 400, 800])
     assert learning_slope(n, 0.5 + 0.1 * np.log(n)) == pytest.approx(0.1 / 800)
     assert learning_slope([100, 200], [0.9, 0.8]) == 0.0  # a falling curve buys nothing, not a negative gain
@@ -71,6 +72,12 @@ def test_value_settings_bad_input(budget, message):
 def test_value_mode_falls_back_to_half_and_half_and_split_by_value_explains_itself():
     assert value_settings({"relabel": 5}) is None and value_settings({"total": 4, "split": "fixed"}) is None
     assert split_budget({"total": 40, "split": "value"}, 100, 50) == BudgetSplit(20, 20)
+    # counts (conf/strategy/active.yaml's relabel: 0.05, new: 100) are not shares of the total: half and half
+    assert split_budget({"total": 200, "relabel": 0.05, "new": 100, "split": "value"}, 1000, 5000) == BudgetSplit(100, 100)
+    assert split_budget({"total": 300, "relabel": 0.2, "new": 0.8, "split": "value"}, 1000, 5000) == BudgetSplit(60, 240)
+    # a drained pool: new labels only as many as it holds, the rest relabelling (no error)
+    assert split_budget({"total": 200, "split": "value"}, 1000, 50) == BudgetSplit(150, 50)
+    assert split_budget({"total": 200, "split": "value"}, 1000, 0) == BudgetSplit(200, 0)
     outcomes = pd.DataFrame({"strategy": ["self_confidence"] * 4, "score": [0.1, 0.2, 0.8, 0.9], "corrected": [0.0, 0.0, 1.0, 1.0]})
     relabel = pd.DataFrame({"strategy": ["self_confidence"] * 3, "score": [0.95, 0.85, 0.15]})
     new = pd.DataFrame({"strategy": ["margin"] * 3, "score": [0.3, 0.2, 0.1]})
@@ -166,3 +173,6 @@ def test_past_outcomes_match_answers_by_queue_id_else_by_round_and_sample(tmp_pa
     out = past_outcomes([round_dir, tmp_path / "001"], events)
     # a: its last answer; b: no queue id, matched by round + sample; c: ambiguous; d: a new label; e: not a human answer
     assert out.to_dict("list") == {"strategy": ["self_confidence"] * 2, "score": [0.9, 0.8], "corrected": [1.0, 1.0]}
+    # a gold row copies a real row's strategy and score; it was queued for being known, so it does not calibrate
+    pd.DataFrame({"queue_id": ["q-b"], "round": [0], "sample_id": ["b"], "gold_label": ["x"], "origin": ["list"]}).to_csv(round_dir / "gold.csv", index=False)
+    assert past_outcomes([round_dir], events)["score"].tolist() == [0.9]

@@ -55,8 +55,8 @@ def split_budget(budget: Any, n_train: int, n_pool: int) -> BudgetSplit:
         raise KibbleError(f"budget has unknown key(s) {unknown}; use {list(KEYS)}, e.g. budget={{relabel: 100, new: 200}}")
     relabel = _count(budget.get("relabel") or 0, "relabel")
     new = _count(budget.get("new") or 0, "new")
-    if budget.get("split") == "value" and not (relabel or new):  # the shares used before there are reviews to calibrate on
-        relabel = new = 0.5
+    if budget.get("split") == "value":
+        return _value_fallback(budget, relabel, new, n_pool)
     total = budget.get("total")
     if total is not None:
         total = int(_count(total, "total"))
@@ -76,3 +76,18 @@ def split_budget(budget: Any, n_train: int, n_pool: int) -> BudgetSplit:
     if n_new > n_pool:
         raise KibbleError(f"budget.new={n_new} is larger than the pool ({n_pool} unlabeled images); lower budget.new or add images to the pool")
     return BudgetSplit(int(n_relabel), int(n_new))
+
+
+def _value_fallback(budget: Mapping, relabel: float, new: float, n_pool: int) -> BudgetSplit:
+    """budget.split=value before there are reviews to calibrate on: `relabel`/`new` as shares of `total` when both
+    are fractions (<= 1), else half and half (a count such as conf/strategy/active.yaml's `new: 100` is not a share
+    of a total); new labels never more than the pool holds, the rest to relabelling (the pool drains over rounds)."""
+    total = budget.get("total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise KibbleError(f"budget.split=value divides one total between relabelling and new labels; set budget.total to a count (got {total!r})")
+    shares = (relabel, new) if all(isinstance(v, float) and v <= 1 for v in (relabel, new)) and relabel + new > 0 else (0.5, 0.5)
+    if sum(shares) > 1 + 1e-9:
+        raise KibbleError(f"budget.relabel + budget.new = {sum(shares):g} > 1; shares of budget.total must sum to at most 1")
+    n_new = min(int(round(shares[1] * total)), int(n_pool))
+    n_relabel = min(int(round(shares[0] * total)), total - n_new) if n_new == int(round(shares[1] * total)) else total - n_new
+    return BudgetSplit(n_relabel, n_new)

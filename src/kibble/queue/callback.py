@@ -233,7 +233,7 @@ class BuildQueue:
             return fixed, {"mode": "fixed", "relabel": fixed.relabel, "new": fixed.new,
                            "why": f"budget.split=value: earlier rounds hold {len(outcomes)} answered relabel items, fewer than "
                                   f"value.min_reviews={settings['min_reviews']} to calibrate on; the fixed shares were used"}
-        total, n_pool = fixed.total, int((ctx.manifest["split"] == "pool").sum())
+        total, n_pool = int(self.budget["total"]), int((ctx.manifest["split"] == "pool").sum())
         relabel = build_queue(ctx.oof["sample_id"].to_numpy(dtype=object), ctx.oof["given_label"].reset_index(drop=True), outputs,
                               ctx.classes.names, total, round_index=ctx.round_index, quotas=self.quotas, suppress=suppress)
         new, new_outputs = round_new_queue(ctx, self.new_strategies, min(total, n_pool), self.new_params, self.new_quotas, suppress,

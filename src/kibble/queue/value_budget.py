@@ -109,7 +109,7 @@ def correction_probability(fits: Mapping[Any, Any], strategies, scores) -> np.nd
 def new_label_worth(strategies, scores, pool_mean: Mapping[str, float], cap: float) -> np.ndarray:
     """w_j: a new label's worth in labels (score / the pool's mean score for uncertainty strategies, else 1)."""
     strategies, scores = np.asarray(strategies, dtype=object), np.asarray(scores, dtype=np.float64)
-    w = np.ones(len(scores))
+    w = np.full(len(scores), min(1.0, float(cap)))
     for name in pd.unique(strategies):
         mean = pool_mean.get(name)
         if name in UNCERTAINTY_SCORES and mean is not None and mean > 0:
@@ -198,7 +198,9 @@ def past_outcomes(round_dirs: list[Path], events: pd.DataFrame) -> pd.DataFrame:
     """Earlier rounds' relabel queue items that a human confirmed or corrected: (strategy, score, corrected).
 
     Queue rows are matched to answers by queue_id (the id every answer from a kibble queue carries back),
-    else by round and sample_id (a reviews file without queue ids); the last answer wins."""
+    else by round and sample_id (a reviews file without queue ids); the last answer wins. Gold rows (gold.csv)
+    are left out: they copy a real row's strategy and score but were picked for being known, not for the score."""
+    from kibble.annotation.gold import load_gold
     from kibble.queue.builder import HUMAN_SOURCES
 
     columns = ["strategy", "score", "corrected"]
@@ -218,6 +220,9 @@ def past_outcomes(round_dirs: list[Path], events: pd.DataFrame) -> pd.DataFrame:
                             dtype={"queue_id": str, "sample_id": str, "strategy": str})
         if "kind" in queue.columns:
             queue = queue[queue["kind"].fillna("relabel") == "relabel"]
+        gold = load_gold([round_dir])
+        if len(gold):
+            queue = queue[~queue["queue_id"].isin(gold["queue_id"].astype(str))]
         verdict = queue["queue_id"].map(by_id)
         if len(by_sample) and "round" in queue.columns:
             verdict = verdict.fillna((queue["round"].astype(str) + "/" + queue["sample_id"]).map(by_sample))

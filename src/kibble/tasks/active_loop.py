@@ -71,7 +71,8 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
     batches = batch_schedule(act)
     rounds = len(batches)
     if sum(batches) > len(pool):
-        asked = f"active.batch_size x active.rounds = {sum(batches)}" if len(set(batches)) == 1 else f"active.batch_size={batches} asks for {sum(batches)}"
+        listed = OmegaConf.is_list(act.batch_size) or isinstance(act.batch_size, (list, tuple))
+        asked = f"active.batch_size={batches} asks for {sum(batches)}" if listed else f"active.batch_size x active.rounds = {sum(batches)}"
         raise KibbleError(f"{asked} new labels but the pool holds only {len(pool)} unlabeled images; "
                           "lower them or import with a larger pool (pool.fraction / pool.labels_per_class)")
     if pool["true_label"].isna().any():
