@@ -151,8 +151,8 @@ def test_top_counts_pick_what_argsort_puts_first(lines, width, levels, seed):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(20, 400), st.integers(2, 12), st.floats(0.0, 0.9), st.integers(0, 3), st.integers(0, 2**31 - 1))
 def test_pruning_only_the_beaten_rows_flags_what_cleanlab_flags(n, k, noise, decimals, seed):
-    """Class rows that no other class beats are skipped when every pruning column finds its count among the
-    beaten ones; otherwise (or when a tie at a cut needs the whole line's sort) the class is pruned whole.
+    """Class rows whose argmax is their label are skipped when every pruning column finds its count strictly below
+    the label among the others; otherwise (or when a tie at a cut needs the whole line's sort) the class is pruned whole.
     Either way the mask is cleanlab's: any noise rate, coarse probabilities (many ties), float32 and float64."""
     from cleanlab.filter import find_label_issues
 
@@ -169,14 +169,16 @@ def test_pruning_only_the_beaten_rows_flags_what_cleanlab_flags(n, k, noise, dec
         assert np.array_equal(cj.prune_by_noise_rate(labels, p), find_label_issues(labels, p, n_jobs=1))
 
 
-def test_the_beaten_rows_are_those_another_class_beats_or_ties(monkeypatch: pytest.MonkeyPatch):
+def test_the_beaten_rows_are_those_whose_argmax_is_another_class(monkeypatch: pytest.MonkeyPatch):
     from kibble.strategies import confident_joint as cj
 
     probs = np.array([[0.6, 0.3, 0.1], [0.4, 0.4, 0.2], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], dtype=np.float32)
-    assert cj.label_beaten(np.array([0, 1, 0, 2]), probs).tolist() == [False, True, True, False]
+    assert cj.row_pass(np.array([0, 1, 0, 2]), probs).beaten.tolist() == [False, True, True, False]
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(10, 0.3), 5000).astype(np.float32)
     labels = np.where(rng.random(5000) < 0.1, rng.integers(0, 10, 5000), probs.argmax(axis=1))
+    passed = cj.row_pass(labels, probs)
+    assert np.array_equal(passed.argmax, probs.argmax(axis=1)) and passed.minimum == probs.min()
     calls = []
     real = cj._class_mask
     monkeypatch.setattr(cj, "_class_mask", lambda *a, **kw: calls.append(kw["screened"]) or real(*a, **kw))

@@ -13,7 +13,7 @@ import numpy as np
 
 from kibble import KibbleError
 from kibble.strategies import knn
-from kibble.strategies.confident_joint import prune_by_noise_rate
+from kibble.strategies.confident_joint import prune_by_noise_rate, row_pass
 from kibble.strategies.base import (
     StrategyOutput,
     argmax_rows,
@@ -125,14 +125,19 @@ def compute_confident_learning(labels: np.ndarray, probs: np.ndarray, **kwargs) 
     if len(labels) == 0:
         empty = np.zeros(0)
         return StrategyOutput(score=empty, suggested=empty.astype(np.int64), flagged=empty.astype(bool))
-    if min(float(probs[rows].min()) for rows in row_chunks(len(probs), probs.shape[1])) < 0:
-        probs = np.clip(probs, 0.0, None)
     if not kwargs or set(kwargs) <= {"n_jobs", "filter_by"} and kwargs.get("filter_by", "prune_by_noise_rate") == "prune_by_noise_rate":
-        flagged = prune_by_noise_rate(labels, probs)  # cleanlab's default rule without its two copies of the matrix
+        # cleanlab's default rule without its copies of the matrix; one pass gives the joint, the argmax and the minimum
+        passed = row_pass(labels, probs)
+        if passed.minimum < 0:
+            probs = np.clip(probs, 0.0, None)
+            passed = row_pass(labels, probs)
+        flagged, suggested = prune_by_noise_rate(labels, probs, passed), passed.argmax
     else:
-        flagged = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool)
+        if min(float(probs[rows].min()) for rows in row_chunks(len(probs), probs.shape[1])) < 0:
+            probs = np.clip(probs, 0.0, None)
+        flagged, suggested = np.asarray(find_label_issues(labels, probs, **kwargs), dtype=bool), argmax_rows(probs)[0]
     # cleanlab.rank.get_label_quality_scores(method="self_confidence") is p[label]
-    return StrategyOutput(score=1.0 - gather(probs, labels), suggested=argmax_rows(probs)[0], flagged=flagged)
+    return StrategyOutput(score=1.0 - gather(probs, labels), suggested=suggested, flagged=flagged)
 
 
 def low_precision_classes(labels, probs, threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
