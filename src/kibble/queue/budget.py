@@ -82,12 +82,14 @@ def _value_fallback(budget: Mapping, relabel: float, new: float, n_pool: int) ->
     """budget.split=value before there are reviews to calibrate on: `relabel`/`new` as shares of `total` when both
     are fractions (<= 1), else half and half (a count such as conf/strategy/active.yaml's `new: 100` is not a share
     of a total); new labels never more than the pool holds, the rest to relabelling (the pool drains over rounds)."""
-    total = budget.get("total")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise KibbleError(f"budget.split=value divides one total between relabelling and new labels; set budget.total to a count (got {total!r})")
+    from kibble.queue.value_budget import value_settings
+
+    value_settings(budget)  # budget.total a count, known keys: the value mode's own checks
+    total = int(budget["total"])
     shares = (relabel, new) if all(isinstance(v, float) and v <= 1 for v in (relabel, new)) and relabel + new > 0 else (0.5, 0.5)
     if sum(shares) > 1 + 1e-9:
         raise KibbleError(f"budget.relabel + budget.new = {sum(shares):g} > 1; shares of budget.total must sum to at most 1")
-    n_new = min(int(round(shares[1] * total)), int(n_pool))
-    n_relabel = min(int(round(shares[0] * total)), total - n_new) if n_new == int(round(shares[1] * total)) else total - n_new
+    wanted_new = int(round(shares[1] * total))
+    n_new = min(wanted_new, int(n_pool))
+    n_relabel = total - n_new if n_new < wanted_new else min(int(round(shares[0] * total)), total - n_new)
     return BudgetSplit(n_relabel, n_new)

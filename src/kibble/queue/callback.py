@@ -224,7 +224,7 @@ class BuildQueue:
             return self._write(ctx, outputs, issues)
 
     def _split_by_value(self, ctx: RoundContext, outputs: dict[str, StrategyOutput], fixed: BudgetSplit, suppress: set[str],
-                        settings: Mapping[str, Any], events: pd.DataFrame) -> tuple[BudgetSplit, dict[str, Any]]:
+                        settings: Mapping[str, Any], events: pd.DataFrame, n_pool: int) -> tuple[BudgetSplit, dict[str, Any]]:
         """budget.split=value: both sides' candidates for the whole total, valued (kibble.queue.value_budget);
         the fixed shares while earlier rounds hold too few answered relabel items to calibrate on."""
         earlier = [ctx.workspace.round_dir(r) for r in range(ctx.round_index)]
@@ -233,7 +233,7 @@ class BuildQueue:
             return fixed, {"mode": "fixed", "relabel": fixed.relabel, "new": fixed.new,
                            "why": f"budget.split=value: earlier rounds hold {len(outcomes)} answered relabel items, fewer than "
                                   f"value.min_reviews={settings['min_reviews']} to calibrate on; the fixed shares were used"}
-        total, n_pool = int(self.budget["total"]), int((ctx.manifest["split"] == "pool").sum())
+        total = int(self.budget["total"])
         relabel = build_queue(ctx.oof["sample_id"].to_numpy(dtype=object), ctx.oof["given_label"].reset_index(drop=True), outputs,
                               ctx.classes.names, total, round_index=ctx.round_index, quotas=self.quotas, suppress=suppress)
         new, new_outputs = round_new_queue(ctx, self.new_strategies, min(total, n_pool), self.new_params, self.new_quotas, suppress,
@@ -247,10 +247,11 @@ class BuildQueue:
         oof = ctx.oof
         events = load_events(ctx.workspace.label_events)
         suppress = settled_samples(events, ctx.manifest) if self.suppress_reviewed else set()
-        split = split_budget(self.budget, len(oof), int((ctx.manifest["split"] == "pool").sum()))
+        n_pool = int((ctx.manifest["split"] == "pool").sum())
+        split = split_budget(self.budget, len(oof), n_pool)
         split_info = None
         if (settings := value_settings(self.budget)) is not None:
-            split, split_info = self._split_by_value(ctx, outputs, split, suppress, settings, events)
+            split, split_info = self._split_by_value(ctx, outputs, split, suppress, settings, events, n_pool)
         budget = split.relabel
         # the OOF rows' paths as a column (build_queue reads only the queued rows' cells): hashed in Arrow, no Python lists
         where = positions(oof["sample_id"], ctx.manifest["sample_id"])

@@ -71,8 +71,7 @@ def check_setup(cfg: DictConfig, manifest: pd.DataFrame, source: str) -> dict[st
     batches = batch_schedule(act)
     rounds = len(batches)
     if sum(batches) > len(pool):
-        listed = OmegaConf.is_list(act.batch_size) or isinstance(act.batch_size, (list, tuple))
-        asked = f"active.batch_size={batches} asks for {sum(batches)}" if listed else f"active.batch_size x active.rounds = {sum(batches)}"
+        asked = f"active.batch_size={batches} asks for {sum(batches)}" if is_list(act.batch_size) else f"active.batch_size x active.rounds = {sum(batches)}"
         raise KibbleError(f"{asked} new labels but the pool holds only {len(pool)} unlabeled images; "
                           "lower them or import with a larger pool (pool.fraction / pool.labels_per_class)")
     if pool["true_label"].isna().any():
@@ -105,12 +104,17 @@ def check_cold_start(act: DictConfig, arms: list[str], source: str) -> None:
                                   "use a cold-start strategy (active.strategy=typiclust or probcover) or set active.cold_start=typiclust")
 
 
+def is_list(value: Any) -> bool:
+    """A config list (ListConfig) or a plain list/tuple: several strategies, or one batch size per round."""
+    return OmegaConf.is_list(value) or isinstance(value, (list, tuple))
+
+
 def batch_schedule(act: DictConfig) -> list[int]:
     """New labels per round: `active.batch_size` for each of `active.rounds` rounds, or a list with one size per
     round (its length is then the number of rounds, e.g. [10, 10, 30, 50, 100] reaches 1, 2, 5, 10 and 20
     labels per class of ten classes from zero), so a learning curve can be dense where labels are few."""
     value = act.batch_size
-    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+    if is_list(value):
         batches = list(value)
         if not batches:
             raise KibbleError("active.batch_size=[]: give one size for every round, or a single size with active.rounds")
@@ -133,7 +137,7 @@ def stop_settings(cfg: DictConfig) -> tuple[float | None, int, float]:
 def strategies_of(act: DictConfig) -> list[str]:
     """active.strategy: one name or a list (each runs as its own arm beside the baseline)."""
     value = act.strategy
-    return [str(v) for v in value] if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [str(value)]
+    return [str(v) for v in value] if is_list(value) else [str(value)]
 
 
 def eval_split(manifest: pd.DataFrame) -> str | None:
