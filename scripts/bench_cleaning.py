@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kibble.benchmarks import PROJECT_ROOT, imagewoof_bench, record
+from kibble.benchmarks import PROJECT_ROOT, record
 from kibble.benchmarks.cleaning_arms import CLEANLAB, KIBBLE, RANDOM, Inputs, all_arms, queue_ranking, score_arms
-from kibble.benchmarks.imagewoof_cleaning import (
-    DEV_SETTINGS, FASTAI_COLUMNS, TEST_SETTINGS, CleaningBench, breed_pairs, imagenet_head_probs, load_round, noisy_labels,
-)
+from kibble.benchmarks.cleaning_run import CleaningRun, head_summary
+from kibble.benchmarks.cleaning_run import shipped_strategy as run_config_strategy
+from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS, TEST_SETTINGS
 from kibble.benchmarks.protocol import choose, mean_std, oracle, paired, seed_means
 
 DEFAULT_YAML = PROJECT_ROOT / "conf" / "strategy" / "default.yaml"
@@ -50,80 +50,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-class Run:
-    """One benchmark run: the import, the ImageNet head, and per seed the clean round (truth, look-alike source)."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.setup = imagewoof_bench(args.workdir, "cleaning")
-        if self.setup is None:
-            return
-        self.bench = CleaningBench(self.setup, ["trainer.max_epochs=8"] if args.quick else [])
-        self.imported, self.manifest = self.bench.import_clean()
-        from kibble.data.classes import ClassList
-
-        self.names = ClassList.load(self.imported / "classes.yaml").names
-        self.pairs = breed_pairs(self.setup.root, self.names)
-        self.fastai = pd.read_csv(self.setup.root / "noisy_imagewoof.csv").set_index("path")
-        self.paths = self.manifest.set_index("sample_id")["path"]
-        self.clean: dict[int, object] = {}
-        self.imagenet: pd.DataFrame | None = None
-
-    def reusable(self, ws: Path, labels: pd.Series | None, queue: bool) -> bool:
-        """A finished round of this run's set-up is reused (a killed benchmark resumes): same train labels
-        and, where its queue is scored, the same shipped strategy config."""
-        from kibble.data.manifest import load_manifest
-
-        rdir = ws / "rounds" / "000"
-        if not ((rdir / "oof.parquet").is_file() and (rdir / "metrics.json").is_file() and (ws / "manifest.parquet").is_file()):
-            return False
-        if labels is not None:
-            current = load_manifest(ws / "manifest.parquet").set_index("sample_id")["label"]
-            if not current.reindex(labels.index).astype(str).equals(labels.astype(str)):
-                return False
-        if queue:
-            from omegaconf import OmegaConf
-
-            if not (rdir / "scores.parquet").is_file() or not (rdir / "config.yaml").is_file():
-                return False
-            saved = OmegaConf.to_container(OmegaConf.load(rdir / "config.yaml").strategy, resolve=False)
-            now = run_config_strategy()
-            if (saved.get("strategies"), saved.get("params"), saved.get("quotas")) != (now.get("strategies"), now.get("params"), now.get("quotas")):
-                return False
-        return True
-
-    def clean_round(self, seed: int):
-        if seed not in self.clean:
-            ws = self.bench.base / f"clean_s{seed}"
-            if not self.reusable(ws, None, False):
-                ws = self.bench.make_workspace(f"clean_s{seed}", self.imported, self.manifest, pd.Series(dtype=object))
-                self.bench.kfold_round(ws, 0, seed)
-            self.clean[seed] = load_round(ws, 0)
-            print(f"seed {seed}: clean-label OOF accuracy {self.clean[seed].metrics['oof_accuracy_given']:.4f}")
-        return self.clean[seed]
-
-    def noisy_round(self, setting: str, seed: int, queue_budget: bool = False) -> tuple[Path, object]:
-        clean = self.clean_round(seed)
-        ids = clean.sample_id
-        if self.imagenet is None:
-            self.imagenet = pd.DataFrame(imagenet_head_probs(self.setup, ids, self.names), index=ids)
-        fastai = None
-        if setting in FASTAI_COLUMNS:
-            fastai = self.fastai.loc[self.paths.loc[ids], FASTAI_COLUMNS[setting]].to_numpy()
-        noisy = noisy_labels(setting, seed, clean.truth, self.names, fastai=fastai, clean_probs=clean.probs,
-                             imagenet_probs=self.imagenet.loc[ids].to_numpy(), pairs=self.pairs)
-        labels = pd.Series([self.names[i] for i in noisy], index=ids)
-        ws = self.bench.base / f"{setting}_s{seed}"
-        if self.reusable(ws, labels, queue_budget):
-            print(f"{setting} seed {seed}: reusing the finished round in {ws}")
-            return ws, load_round(ws, 0)
-        ws = self.bench.make_workspace(f"{setting}_s{seed}", self.imported, self.manifest, labels)
-        extra = [f"strategy.budget={int((noisy != clean.truth).sum())}"] if queue_budget else []
-        self.bench.kfold_round(ws, 0, seed, extra=extra, queue=queue_budget)
-        return ws, load_round(ws, 0)
-
-
-def score_setting(run: Run, setting: str, seed: int, test: bool) -> list[dict]:
+def score_setting(run: CleaningRun, setting: str, seed: int, test: bool) -> list[dict]:
     ws, r = run.noisy_round(setting, seed, queue_budget=test)
     arms = all_arms()
     rows = score_arms(arms, Inputs(r.given, r.probs, r.embedding, seed=seed), r.is_noisy)
@@ -210,7 +137,7 @@ def main() -> None:
     args = parse_args()
     if args.quick:
         args.seeds = min(args.seeds, 2)
-    run = Run(args)
+    run = CleaningRun(args.workdir, ["trainer.max_epochs=8"] if args.quick else [])
     if run.setup is None:
         return
     if not (run.setup.root / "noisy_imagewoof.csv").is_file():
@@ -244,10 +171,12 @@ def main() -> None:
     minutes = (time.perf_counter() - t0) / 60
     notes_common = [
         f"Imagewoof train {len(run.clean[0].given)} images (val not used here); features mode: frozen tf_efficientnet_lite0 (offline weights), "
-        f"head = `experiment=imagewoof_features` through Lightning, 5 folds{' (--quick: 8 epochs)' if args.quick else ''}; seeds {seeds}: each seed draws the "
+        f"head = `experiment=imagewoof_features` through Lightning ({head_summary(run.bench.extra)}; chosen on dev by scripts/tune_features_head.py), "
+        f"5 folds{' (--quick: 8 epochs)' if args.quick else ''}; seeds {seeds}: each seed draws the "
         "noise (where random) and the fold split. Budget = the number of wrong labels. Mean ± sample std over seeds.",
         "Noise settings (kibble/benchmarks/imagewoof_cleaning.py): dev = random5, random25 (uniform flips; seed 0 = fastai's noisy_imagewoof.csv "
-        "column, other seeds a fresh draw), lookalike20 (20 % flipped to the most probable wrong breed under kibble's own clean-label OOF); "
+        "column, other seeds a fresh draw), lookalike20 (20 % flipped to the most probable wrong breed under kibble's own clean-label OOF, from the clean rounds made once on "
+        "2026-11-27 with the head of that day and kept, so every head is scored on the same labels); "
         "test = random50, pairs25 (25 % of each breed swapped with its look-alike partner, pairs fixed in advance), crowd (one label per image from "
         "5 simulated annotators, error rates 5-40 %, own confusion matrices, erring on images the ImageNet head finds hard, 70 % of errors to its "
         "look-alike), imagenet20 (20 % flipped to the most probable wrong breed under the backbone's ImageNet head, not kibble's head).",
@@ -289,14 +218,6 @@ def arm_for_config(shipped: dict, arm_config: dict) -> str | None:
         if c and (c["strategies"], c["quotas"], {k: v for k, v in c["params"].items() if k in c["strategies"]}) == want:
             return name
     return None
-
-
-def run_config_strategy() -> dict:
-    from omegaconf import OmegaConf
-
-    from kibble.config import compose_config
-
-    return OmegaConf.to_container(compose_config("kfold", []).strategy, resolve=False)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from kibble.benchmarks.cleaning_arms import CLEANLAB, KIBBLE, Inputs, all_arms, 
 from kibble.benchmarks.imagewoof_cleaning import TEST_SETTINGS, load_round
 from kibble.benchmarks.protocol import mean_std, paired
 
-CS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # 2026-11-28: 0.0003, the lower edge, won everywhere: extend below next run
+CS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.1, 1.0)  # 2026-11-28: 0.0003 (then the lower edge) won everywhere: extended below
 KS = (5, 10, 20, 50, 100, 200)  # 2026-11-28: 20-200 chosen, inside the grid
 
 

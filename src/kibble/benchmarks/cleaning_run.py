@@ -1,0 +1,137 @@
+"""One Imagewoof label-cleaning benchmark run: the import, the ImageNet head, the clean rounds, and per
+(noise setting, seed) a noisy workspace with its k-fold round, reused when a killed run resumes.
+
+Shared by scripts/bench_cleaning.py (the rankers' dev/test protocol) and scripts/tune_features_head.py
+(the features-mode head's regularisation, chosen on the same dev settings before the rankers are).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kibble.benchmarks import imagewoof_bench
+from kibble.benchmarks.imagewoof_cleaning import FASTAI_COLUMNS, CleaningBench, breed_pairs, imagenet_head_probs, load_round, noisy_labels
+
+
+class CleaningRun:
+    """The import, the ImageNet head, and per seed the clean round (the truth, and lookalike20's source).
+
+    The clean rounds are the noise's source, not a result: once made they are kept whatever head config
+    later runs use, so every head and ranking is scored on the same noisy labels."""
+
+    def __init__(self, workdir: Path, extra: list[str] | None = None):
+        self.setup = imagewoof_bench(workdir, "cleaning")
+        if self.setup is None:
+            return
+        self.bench = CleaningBench(self.setup, extra)
+        self.imported, self.manifest = self.bench.import_clean()
+        from kibble.data.classes import ClassList
+
+        self.names = ClassList.load(self.imported / "classes.yaml").names
+        self.pairs = breed_pairs(self.setup.root, self.names)
+        fastai_csv = self.setup.root / "noisy_imagewoof.csv"
+        self.fastai = pd.read_csv(fastai_csv).set_index("path") if fastai_csv.is_file() else None
+        self.paths = self.manifest.set_index("sample_id")["path"]
+        self.clean: dict[int, object] = {}
+        self.imagenet: pd.DataFrame | None = None
+
+    def reusable(self, ws: Path, labels: pd.Series | None, queue: bool, extra: list[str] | None = None) -> bool:
+        """A finished round of this run's set-up is reused (a killed benchmark resumes): same train labels,
+        the same head config (model and callbacks, as `extra` overrides them), and, where its queue is
+        scored, the same shipped strategy config."""
+        from omegaconf import OmegaConf
+
+        from kibble.data.manifest import load_manifest
+
+        rdir = ws / "rounds" / "000"
+        if not ((rdir / "oof.parquet").is_file() and (rdir / "metrics.json").is_file() and (ws / "manifest.parquet").is_file()):
+            return False
+        if labels is None:
+            return True
+        current = load_manifest(ws / "manifest.parquet").set_index("sample_id")["label"]
+        if not current.reindex(labels.index).astype(str).equals(labels.astype(str)):
+            return False
+        if not (rdir / "config.yaml").is_file():
+            return False
+        saved = OmegaConf.to_container(OmegaConf.load(rdir / "config.yaml"), resolve=False)
+        now = head_config(self.bench.kfold_overrides(ws, 0) + list(extra or []))
+        if {k: saved.get(k) for k in now} != now:
+            return False
+        if queue:
+            if not (rdir / "scores.parquet").is_file():
+                return False
+            s, n = saved.get("strategy") or {}, shipped_strategy()
+            if (s.get("strategies"), s.get("params"), s.get("quotas")) != (n.get("strategies"), n.get("params"), n.get("quotas")):
+                return False
+        return True
+
+    def clean_round(self, seed: int):
+        if seed not in self.clean:
+            ws = self.bench.base / f"clean_s{seed}"
+            if not self.reusable(ws, None, False):
+                ws = self.bench.make_workspace(f"clean_s{seed}", self.imported, self.manifest, pd.Series(dtype=object))
+                self.bench.kfold_round(ws, 0, seed)
+            self.clean[seed] = load_round(ws, 0)
+            print(f"seed {seed}: clean-label OOF accuracy {self.clean[seed].metrics['oof_accuracy_given']:.4f}")
+        return self.clean[seed]
+
+    def labels(self, setting: str, seed: int) -> tuple[pd.Series, int]:
+        """(noisy train labels by sample_id as class names, how many are wrong) of `setting` under `seed`."""
+        clean = self.clean_round(seed)
+        ids = clean.sample_id
+        if self.imagenet is None:
+            self.imagenet = pd.DataFrame(imagenet_head_probs(self.setup, ids, self.names), index=ids)
+        fastai = None
+        if setting in FASTAI_COLUMNS and self.fastai is not None:
+            fastai = self.fastai.loc[self.paths.loc[ids], FASTAI_COLUMNS[setting]].to_numpy()
+        noisy = noisy_labels(setting, seed, clean.truth, self.names, fastai=fastai, clean_probs=clean.probs,
+                             imagenet_probs=self.imagenet.loc[ids].to_numpy(), pairs=self.pairs)
+        return pd.Series([self.names[i] for i in noisy], index=ids), int((noisy != clean.truth).sum())
+
+    def noisy_round(self, setting: str, seed: int, queue_budget: bool = False, name: str | None = None,
+                    extra: list[str] | None = None) -> tuple[Path, object]:
+        """The finished round of `setting` under `seed` in workspace `name` (default <setting>_s<seed>),
+        trained with the `extra` overrides; with queue_budget its queue (budget = the wrong labels) is built."""
+        labels, n_wrong = self.labels(setting, seed)
+        name = name or f"{setting}_s{seed}"
+        ws = self.bench.base / name
+        if self.reusable(ws, labels, queue_budget, extra):
+            print(f"{setting} seed {seed}: reusing the finished round in {ws}")
+            return ws, load_round(ws, 0)
+        ws = self.bench.make_workspace(name, self.imported, self.manifest, labels)
+        budget = [f"strategy.budget={n_wrong}"] if queue_budget else []
+        self.bench.kfold_round(ws, 0, seed, extra=[*(extra or []), *budget], queue=queue_budget)
+        return ws, load_round(ws, 0)
+
+
+def head_config(overrides: list[str]) -> dict:
+    """The parts of a k-fold config that decide the head a round trains: model, callbacks (early stopping,
+    checkpoint pick) and trainer (epochs)."""
+    from omegaconf import OmegaConf
+
+    from kibble.config import compose_config
+
+    cfg = compose_config("kfold", overrides)
+    return {k: OmegaConf.to_container(cfg[k], resolve=False) for k in ("model", "callbacks", "trainer")}
+
+
+def shipped_strategy() -> dict:
+    """conf/strategy/default.yaml as `kibble kfold` composes it (unresolved)."""
+    from omegaconf import OmegaConf
+
+    from kibble.config import compose_config
+
+    return OmegaConf.to_container(compose_config("kfold", []).strategy, resolve=False)
+
+
+def head_summary(overrides: list[str] | None = None) -> str:
+    """One line on the head `experiment=imagewoof_features` trains (for a benchmark's notes)."""
+    cfg = head_config(["experiment=imagewoof_features", *(overrides or [])])
+    opt, stop = cfg["model"]["optimizer"], cfg["callbacks"].get("early_stopping") or {}
+    kind = "hidden layer" if cfg["model"].get("hidden") else "linear"
+    stopping = f"early stopping on inner-split {stop.get('monitor')} (patience {stop.get('patience')})" if stop else "no early stopping"
+    return (f"{kind} head, {opt['_target_'].rsplit('.', 1)[-1]} lr {opt.get('lr')} weight_decay {opt.get('weight_decay')}, "
+            f"dropout {cfg['model'].get('dropout')}, label smoothing {cfg['model'].get('label_smoothing')}, "
+            f"up to {cfg['trainer'].get('max_epochs')} epochs, {stopping}")
