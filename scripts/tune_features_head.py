@@ -86,7 +86,9 @@ def write_head(name: str, path: Path = FEATURES_YAML) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     note = f"# Head regularisation chosen on dev noise settings only (worst case), scripts/tune_features_head.py {stamp}: {name}. docs/benchmarks.md\n"
     text = re.sub(r"^# Head regularisation chosen on dev.*\n", "", text, flags=re.M)
-    path.write_text(note + text)
+    package = re.match(r"# @package [^\n]*\n", text)  # Hydra reads the package directive from the first line only
+    head = package.group(0) if package else ""
+    path.write_text(head + note + text[len(head):])
 
 
 def board_table(table: pd.DataFrame, board: pd.DataFrame, chosen: str) -> pd.DataFrame:
@@ -136,7 +138,8 @@ def main() -> None:
         f"Score: the mean AUPRC of {' and '.join(BASE_RANKINGS)} (the base rankings every kibble queue combines). Rule: the candidate whose worst "
         "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie keeps the earlier, old head). "
         f"The choice ({chosen}) was written to conf/model/features.yaml before scripts/bench_cleaning.py chose the rankings and ran the test settings.",
-        f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores.",
+        f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores; {run.reused} of {len(table)} rounds reused from an earlier run of the "
+        "same settings (a first run trains each round in about 10-20 s).",
     ]
     if not args.no_record:
         record("Features-mode head, dev: choosing its regularisation (scripts/tune_features_head.py)", summary, notes)

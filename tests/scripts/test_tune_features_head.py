@@ -26,6 +26,7 @@ def test_written_head_is_the_candidate(name, tmp_path):
     tune.write_head(name, target)  # a re-run replaces the note and the values
     text = target.read_text()
     assert text.count("# Head regularisation chosen on dev") == 1
+    assert text.splitlines()[0] == "# @package _global_"  # Hydra only reads the directive on the first line
     written = yaml.safe_load(text)["model"]["optimizer"]
     assert (written["_target_"], written["weight_decay"]) == tune.CANDIDATES[name]
     assert written["_partial_"] is True and written["lr"] == yaml.safe_load(tune.FEATURES_YAML.read_text())["model"]["optimizer"]["lr"]

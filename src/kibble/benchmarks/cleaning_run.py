@@ -36,6 +36,7 @@ class CleaningRun:
         self.paths = self.manifest.set_index("sample_id")["path"]
         self.clean: dict[int, object] = {}
         self.imagenet: pd.DataFrame | None = None
+        self.reused = 0  # noisy rounds found finished (a resumed or repeated run): its wall time leaves them out
 
     def reusable(self, ws: Path, labels: pd.Series | None, queue: bool, extra: list[str] | None = None) -> bool:
         """A finished round of this run's set-up is reused (a killed benchmark resumes): same train labels,
@@ -99,6 +100,7 @@ class CleaningRun:
         ws = self.bench.base / name
         if self.reusable(ws, labels, queue_budget, extra):
             print(f"{setting} seed {seed}: reusing the finished round in {ws}")
+            self.reused += 1
             return ws, load_round(ws, 0)
         ws = self.bench.make_workspace(name, self.imported, self.manifest, labels)
         budget = [f"strategy.budget={n_wrong}"] if queue_budget else []
