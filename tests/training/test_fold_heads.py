@@ -204,14 +204,15 @@ def test_fit_heads_learns_each_fold_under_the_real_config(tmp_path, precision):
         assert accuracy > 0.9, (k, accuracy)
 
 
-def test_a_head_without_rows_in_a_step_is_not_moved_by_the_optimizer():
-    """Head 0 has 64 rows, head 1 has 65 (batch 64): in the second step head 0 has no rows, so AdamW must leave
-    it alone (no momentum or weight-decay drift) and count only its own steps."""
+@pytest.mark.parametrize("optimizer_class", [torch.optim.AdamW, torch.optim.Adam])  # decoupled decay; L2 (features mode's default)
+def test_a_head_without_rows_in_a_step_is_not_moved_by_the_optimizer(optimizer_class):
+    """Head 0 has 64 rows, head 1 has 65 (batch 64): in the second step head 0 has no rows, so the optimizer must
+    leave it alone (no momentum, weight-decay or L2 drift) and count only its own steps."""
     torch.manual_seed(0)
     matrix, labels = torch.randn(65, 4), torch.randint(0, 3, (65,))
     heads = heads_on(matrix, labels, [list(range(64)), list(range(65))], [[], []])
     model = FoldHeads(2, 4, 3)
-    optimizer = torch.optim.AdamW([*model.weights, *model.biases], lr=0.1, weight_decay=0.1)
+    optimizer = optimizer_class([*model.weights, *model.biases], lr=0.1, weight_decay=0.1)
     model.log = lambda *args, **kwargs: None
     batches = list(HeadBatches(matrix, heads, batch_size=64, train=True, seed=0))
     assert len(batches) == 2 and batches[1][2].sum(1).tolist() == [0, 1]
