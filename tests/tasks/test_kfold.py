@@ -400,3 +400,17 @@ def test_queue_strategy_that_reads_embeddings_stores_them(fresh_ws: Path, setup:
     assert "embedding" in oof.columns
     queue = pd.read_csv(Workspace(fresh_ws).round_dir(0) / "queue.csv")
     assert len(queue) == result["callbacks"]["queue"]["queue_size"] > 0 and (queue["strategy"] == "combine").all()
+
+
+def test_round_with_nothing_to_predict_outside_train(fresh_ws: Path, setup: dict, tmp_path: Path):
+    """cv.predict_splits=[] (or a workspace of train rows alone): every fold's store of other rows is empty,
+    and the round still trains, assembles its OOF and builds its queue."""
+    result = run_kfold(fresh_ws, setup, tmp_path / "out", "cv.predict_splits=[]", "trainer.max_epochs=2", "round_callbacks.report=null")
+    assert result["pending_folds"] == [] and result["folds_run"] == list(range(N_FOLDS))
+    oof = check_oof(fresh_ws, N_FOLDS)
+    round_dir = Workspace(fresh_ws).round_dir(0)
+    for k in range(N_FOLDS):
+        others, _ = read_store(round_dir / f"fold_{k}" / "others.parquet", ClassList.load(Workspace(fresh_ws).classes).names)
+        assert len(others) == 0
+    queue = pd.read_csv(round_dir / "queue.csv", dtype={"sample_id": str})
+    assert 0 < len(queue) and queue["sample_id"].isin(oof["sample_id"]).all()

@@ -92,9 +92,10 @@ class CleaningRun:
         return pd.Series([self.names[i] for i in noisy], index=ids), int((noisy != clean.truth).sum())
 
     def noisy_round(self, setting: str, seed: int, queue_budget: bool = False, name: str | None = None,
-                    extra: list[str] | None = None) -> tuple[Path, object]:
+                    extra: list[str] | None = None, train_only: bool = False) -> tuple[Path, object]:
         """The finished round of `setting` under `seed` in workspace `name` (default <setting>_s<seed>),
-        trained with the `extra` overrides; with queue_budget its queue (budget = the wrong labels) is built."""
+        trained with the `extra` overrides; with queue_budget its queue (budget = the wrong labels) is built.
+        train_only: the workspace holds the train rows alone (a new backbone then embeds only those)."""
         labels, n_wrong = self.labels(setting, seed)
         name = name or f"{setting}_s{seed}"
         ws = self.bench.base / name
@@ -102,7 +103,8 @@ class CleaningRun:
             print(f"{setting} seed {seed}: reusing the finished round in {ws}")
             self.reused += 1
             return ws, load_round(ws, 0)
-        ws = self.bench.make_workspace(name, self.imported, self.manifest, labels)
+        manifest = self.manifest[self.manifest["split"].astype(str) == "train"] if train_only else self.manifest
+        ws = self.bench.make_workspace(name, self.imported, manifest, labels)
         budget = [f"strategy.budget={n_wrong}"] if queue_budget else []
         self.bench.kfold_round(ws, 0, seed, extra=[*(extra or []), *budget], queue=queue_budget)
         return ws, load_round(ws, 0)

@@ -143,9 +143,11 @@ def imagenet_head_probs(setup: ImagewoofBench, sample_ids: np.ndarray, wnids: li
 
     from kibble.data.feature_files import read_cache
 
-    folders = [p for p in setup.cache.glob("*/*") if (p / "chunks").is_dir()]
+    # the lite0 cache at its native 224 px (other backbones' caches may sit beside it: scripts/bench_backbones.py)
+    folders = [p for p in setup.cache.glob("*/tf_efficientnet_lite0-*") if (p / "chunks").is_dir()
+               and json.loads((p / "meta.json").read_text()).get("data_config", {}).get("input_size") == [3, 224, 224]]
     if len(folders) != 1:
-        raise KibbleError(f"expected one feature cache under {setup.cache}; found {len(folders)}")
+        raise KibbleError(f"expected one 224 px tf_efficientnet_lite0 feature cache under {setup.cache}; found {len(folders)}")
     rows, features, _ = read_cache(folders[0])
     where = pd.Series(np.arange(len(rows)), index=rows["sample_id"].astype(str))
     missing = set(map(str, sample_ids)) - set(where.index)

@@ -68,14 +68,21 @@ def make_frame(
             "sample_id": list(sample_ids),
             "fold": np.broadcast_to(np.asarray(fold, dtype=np.int64), (len(sample_ids),)).copy(),
             "given_label": list(given_labels) if given_labels is not None else [None] * len(sample_ids),
-            "probs": matrix_column(np.asarray(probs).reshape(len(sample_ids), -1)),
+            "probs": matrix_column(_per_row(probs, len(sample_ids))),
         }
     )
     if logits is not None:
-        frame["logits"] = matrix_column(np.asarray(logits).reshape(len(sample_ids), -1))
+        frame["logits"] = matrix_column(_per_row(logits, len(sample_ids)))
     if embeddings is not None:
-        frame["embedding"] = matrix_column(np.asarray(embeddings).reshape(len(sample_ids), -1))
+        frame["embedding"] = matrix_column(_per_row(embeddings, len(sample_ids)))
     return frame
+
+
+def _per_row(values: Any, n_rows: int) -> np.ndarray:
+    """values as an (n_rows, width) matrix; a (0, width) matrix stays one (numpy cannot infer -1 from no rows:
+    a fold with nothing to predict outside train, cv.predict_splits=[])."""
+    matrix = np.asarray(values)
+    return matrix if matrix.ndim == 2 and len(matrix) == n_rows else matrix.reshape(n_rows, -1)
 
 
 def _as_fixed(values: Any, column: str) -> pa.FixedSizeListArray:
