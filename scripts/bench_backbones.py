@@ -54,7 +54,7 @@ def shipped_ranking(inputs, shipped: dict):
     names, params = list(shipped["strategies"]), shipped.get("params") or {}
     if names == ["combine"]:
         spec = params["combine"]
-        return combine([inputs.strategy(p) for p in spec["parts"]], spec.get("weights"))
+        return combine([inputs.strategy(p, **(params.get(p) or {})) for p in spec["parts"]], spec.get("weights"))
     if len(names) != 1:
         raise SystemExit(f"bench_backbones scores one shipped ranking; the default queue mixes {names}")
     return inputs.strategy(names[0], **(params.get(names[0]) or {}))
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: lite0 only, 1 seed, 3 epochs, nothing recorded")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [])
+    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [], prefix="quick_" if args.quick else "")
     if run.setup is None:
         return
     names = ["lite0"] if args.quick else list(args.backbones)

@@ -137,11 +137,8 @@ def main() -> None:
     args = parse_args()
     if args.quick:
         args.seeds = min(args.seeds, 2)
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=8"] if args.quick else [])
+    run = CleaningRun(args.workdir, ["trainer.max_epochs=8"] if args.quick else [], prefix="quick_" if args.quick else "")
     if run.setup is None:
-        return
-    if not (run.setup.root / "noisy_imagewoof.csv").is_file():
-        print("SKIP: noisy_imagewoof.csv not found beside the Imagewoof images")
         return
     t0 = time.perf_counter()
     seeds = list(range(args.seeds))

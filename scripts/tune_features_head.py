@@ -12,7 +12,7 @@ the head's regularisation, and under the protocol it may be chosen on dev settin
 2. Score: the mean AUPRC of the two base rankings every kibble queue is built from (self_confidence and
    normalized_margin); the OOF accuracy against the truth is reported beside it.
 3. Choose the candidate whose WORST dev setting is best (kibble.benchmarks.protocol.choose, relative to
-   the best candidate per setting; ties go to the earlier, i.e. the old, head), write it into
+   the best candidate per setting; a tie goes to the better mean, then to the earlier, i.e. the old, head), write it into
    conf/model/features.yaml, and regenerate this script's section of docs/benchmarks.md.
 Run it before scripts/bench_cleaning.py: the rankers are then chosen on the chosen head's OOF.
 """
@@ -42,7 +42,7 @@ def adam(decay: float) -> tuple[str, float]:
 
 
 # name -> (optimizer class, weight_decay). AdamW's decay is decoupled (shrinks the weights by lr x decay a
-# step); Adam's is an L2 term in the loss, like LogisticRegression's 1/C. The old head comes first: a tie keeps it.
+# step); Adam's is an L2 term in the loss, like LogisticRegression's 1/C. The old head comes first: a full tie keeps it.
 CANDIDATES = {
     "AdamW, decoupled decay 1e-3 (old default)": ("torch.optim.AdamW", 1.0e-3),
     "AdamW, decoupled decay 1": ("torch.optim.AdamW", 1.0),
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 candidates, 3 epochs, nothing written to conf/ or docs/")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [])
+    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [], prefix="quick_" if args.quick else "")
     if run.setup is None:
         return
     names = list(CANDIDATES)[:2] if args.quick else list(CANDIDATES)
@@ -136,7 +136,7 @@ def main() -> None:
         f"{head_summary(overrides(*CANDIDATES[chosen]))}. AdamW's decay is decoupled (lr x decay a step); Adam's is an L2 term "
         "in the mean loss, as LogisticRegression's (its C = 1 / (decay x n)).",
         f"Score: the mean AUPRC of {' and '.join(BASE_RANKINGS)} (the base rankings every kibble queue combines). Rule: the candidate whose worst "
-        "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie keeps the earlier, old head). "
+        "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie goes to the better mean, then the earlier, old head). "
         f"The choice ({chosen}) was written to conf/model/features.yaml before scripts/bench_cleaning.py chose the rankings and ran the test settings.",
         f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores; {run.reused} of {len(table)} rounds reused from an earlier run of the "
         "same settings (a first run trains each round in about 10-20 s).",

@@ -33,9 +33,15 @@ def test_pick_is_the_cheapest_within_one_percent_everywhere(scores, expected):
     assert chosen == expected and worst[chosen] >= bb.WITHIN
 
 
-def test_pick_falls_back_to_the_best_when_the_cheap_ones_were_not_run():
+def test_pick_skips_a_cheap_backbone_that_was_not_run():
     chosen, _ = bb.pick(table({"lite1": [0.90, 0.90, 0.90], "lite2": [0.95, 0.95, 0.95]}), ["lite1", "lite2"])
     assert chosen == "lite2"
+
+
+def test_pick_falls_back_to_the_best_worst_case_when_none_is_within_one_percent_everywhere():
+    scores = {"lite0": [0.80, 0.80, 0.80], "lite1": [0.96, 0.94, 0.94], "lite2": [0.945, 0.96, 0.96]}  # each ~2 % behind somewhere
+    chosen, worst = bb.pick(table(scores), list(scores))
+    assert (worst < bb.WITHIN).all() and chosen == "lite2" and worst["lite2"] > worst["lite1"]
 
 
 def test_shipped_ranking_follows_the_config():

@@ -7,6 +7,7 @@ Shared by scripts/bench_cleaning.py (the rankers' dev/test protocol) and scripts
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,13 +16,20 @@ from kibble.benchmarks import imagewoof_bench
 from kibble.benchmarks.imagewoof_cleaning import FASTAI_COLUMNS, CleaningBench, breed_pairs, imagenet_head_probs, load_round, noisy_labels
 
 
+QUEUE_MARKER = "bench_queue.json"  # the queue config a benchmark round was built with
+HEAD_KEYS = ("model", "embedder", "data", "callbacks", "trainer", "cv")
+
+
 class CleaningRun:
     """The import, the ImageNet head, and per seed the clean round (the truth, and lookalike20's source).
 
     The clean rounds are the noise's source, not a result: once made they are kept whatever head config
     later runs use, so every head and ranking is scored on the same noisy labels."""
 
-    def __init__(self, workdir: Path, extra: list[str] | None = None):
+    def __init__(self, workdir: Path, extra: list[str] | None = None, prefix: str = ""):
+        """extra: overrides every round takes; prefix: of every workspace name (a --quick smoke run keeps
+        its short rounds, clean ones included, apart from the real run's)."""
+        self.prefix = prefix
         self.setup = imagewoof_bench(workdir, "cleaning")
         if self.setup is None:
             return
@@ -31,8 +39,12 @@ class CleaningRun:
 
         self.names = ClassList.load(self.imported / "classes.yaml").names
         self.pairs = breed_pairs(self.setup.root, self.names)
-        fastai_csv = self.setup.root / "noisy_imagewoof.csv"
-        self.fastai = pd.read_csv(fastai_csv).set_index("path") if fastai_csv.is_file() else None
+        fastai_csv = self.setup.root / "noisy_imagewoof.csv"  # seed 0's random5/random25/random50 labels
+        if not fastai_csv.is_file():
+            print(f"SKIP: {fastai_csv} not found beside the Imagewoof images")
+            self.setup = None
+            return
+        self.fastai = pd.read_csv(fastai_csv).set_index("path")
         self.paths = self.manifest.set_index("sample_id")["path"]
         self.clean: dict[int, object] = {}
         self.imagenet: pd.DataFrame | None = None
@@ -60,19 +72,19 @@ class CleaningRun:
         now = head_config(self.bench.kfold_overrides(ws, 0) + list(extra or []))
         if {k: saved.get(k) for k in now} != now:
             return False
-        if queue:
-            if not (rdir / "scores.parquet").is_file():
+        if queue:  # the round's config.yaml leaves the queue out (`kibble queue` merges it back): a sidecar of ours says
+            marker = rdir / QUEUE_MARKER
+            if not (rdir / "scores.parquet").is_file() or not marker.is_file():
                 return False
-            s, n = saved.get("strategy") or {}, shipped_strategy()
-            if (s.get("strategies"), s.get("params"), s.get("quotas")) != (n.get("strategies"), n.get("params"), n.get("quotas")):
+            if json.loads(marker.read_text()) != queue_spec(shipped_strategy()):
                 return False
         return True
 
     def clean_round(self, seed: int):
         if seed not in self.clean:
-            ws = self.bench.base / f"clean_s{seed}"
+            ws = self.bench.base / f"{self.prefix}clean_s{seed}"
             if not self.reusable(ws, None, False):
-                ws = self.bench.make_workspace(f"clean_s{seed}", self.imported, self.manifest, pd.Series(dtype=object))
+                ws = self.bench.make_workspace(ws.name, self.imported, self.manifest, pd.Series(dtype=object))
                 self.bench.kfold_round(ws, 0, seed)
             self.clean[seed] = load_round(ws, 0)
             print(f"seed {seed}: clean-label OOF accuracy {self.clean[seed].metrics['oof_accuracy_given']:.4f}")
@@ -85,7 +97,7 @@ class CleaningRun:
         if self.imagenet is None:
             self.imagenet = pd.DataFrame(imagenet_head_probs(self.setup, ids, self.names), index=ids)
         fastai = None
-        if setting in FASTAI_COLUMNS and self.fastai is not None:
+        if setting in FASTAI_COLUMNS:
             fastai = self.fastai.loc[self.paths.loc[ids], FASTAI_COLUMNS[setting]].to_numpy()
         noisy = noisy_labels(setting, seed, clean.truth, self.names, fastai=fastai, clean_probs=clean.probs,
                              imagenet_probs=self.imagenet.loc[ids].to_numpy(), pairs=self.pairs)
@@ -97,7 +109,7 @@ class CleaningRun:
         trained with the `extra` overrides; with queue_budget its queue (budget = the wrong labels) is built.
         train_only: the workspace holds the train rows alone (a new backbone then embeds only those)."""
         labels, n_wrong = self.labels(setting, seed)
-        name = name or f"{setting}_s{seed}"
+        name = self.prefix + (name or f"{setting}_s{seed}")
         ws = self.bench.base / name
         if self.reusable(ws, labels, queue_budget, extra):
             print(f"{setting} seed {seed}: reusing the finished round in {ws}")
@@ -107,18 +119,25 @@ class CleaningRun:
         ws = self.bench.make_workspace(name, self.imported, manifest, labels)
         budget = [f"strategy.budget={n_wrong}"] if queue_budget else []
         self.bench.kfold_round(ws, 0, seed, extra=[*(extra or []), *budget], queue=queue_budget)
+        if queue_budget:
+            (ws / "rounds" / "000" / QUEUE_MARKER).write_text(json.dumps(queue_spec(shipped_strategy())))
         return ws, load_round(ws, 0)
 
 
+def queue_spec(strategy: dict) -> dict:
+    """What decides a queue's ranking: strategies, quotas, params."""
+    return {k: strategy.get(k) for k in ("strategies", "quotas", "params")}
+
+
 def head_config(overrides: list[str]) -> dict:
-    """The parts of a k-fold config that decide the head a round trains: model, callbacks (early stopping,
-    checkpoint pick) and trainer (epochs)."""
+    """The parts of a k-fold config that decide the OOF a round makes: model, embedder (the backbone), data,
+    callbacks (early stopping, checkpoint pick), trainer (epochs) and cv (folds, predicted splits)."""
     from omegaconf import OmegaConf
 
     from kibble.config import compose_config
 
     cfg = compose_config("kfold", overrides)
-    return {k: OmegaConf.to_container(cfg[k], resolve=False) for k in ("model", "callbacks", "trainer")}
+    return {k: OmegaConf.to_container(cfg[k], resolve=False) for k in HEAD_KEYS}
 
 
 def shipped_strategy() -> dict:
