@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from kibble.benchmarks import record
-from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, shipped_strategy
+from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, open_run, shipped_strategy
 from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS
 from kibble.benchmarks.protocol import mean_std, relative_to_best
 
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: lite0 only, 1 seed, 3 epochs, nothing recorded")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [], prefix="quick_" if args.quick else "")
+    run = open_run(args.workdir, args.quick)
     if run.setup is None:
         return
     names = ["lite0"] if args.quick else list(args.backbones)

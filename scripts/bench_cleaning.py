@@ -30,7 +30,7 @@ import pandas as pd
 
 from kibble.benchmarks import PROJECT_ROOT, record
 from kibble.benchmarks.cleaning_arms import CLEANLAB, KIBBLE, RANDOM, Inputs, all_arms, queue_ranking, score_arms
-from kibble.benchmarks.cleaning_run import CleaningRun, head_summary
+from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, open_run
 from kibble.benchmarks.cleaning_run import shipped_strategy as run_config_strategy
 from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS, TEST_SETTINGS
 from kibble.benchmarks.protocol import choose, mean_std, oracle, paired, seed_means
@@ -137,7 +137,7 @@ def main() -> None:
     args = parse_args()
     if args.quick:
         args.seeds = min(args.seeds, 2)
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=8"] if args.quick else [], prefix="quick_" if args.quick else "")
+    run = open_run(args.workdir, args.quick, quick_epochs=8)
     if run.setup is None:
         return
     t0 = time.perf_counter()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from kibble.benchmarks import PROJECT_ROOT, record
-from kibble.benchmarks.cleaning_run import CleaningRun, head_summary
+from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, open_run
 from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS
 from kibble.benchmarks.protocol import choose, mean_std
 
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 candidates, 3 epochs, nothing written to conf/ or docs/")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    run = CleaningRun(args.workdir, ["trainer.max_epochs=3"] if args.quick else [], prefix="quick_" if args.quick else "")
+    run = open_run(args.workdir, args.quick)
     if run.setup is None:
         return
     names = list(CANDIDATES)[:2] if args.quick else list(CANDIDATES)

@@ -124,6 +124,11 @@ class CleaningRun:
         return ws, load_round(ws, 0)
 
 
+def open_run(workdir: Path, quick: bool, quick_epochs: int = 3) -> CleaningRun:
+    """The run a benchmark script opens: a --quick smoke run trains `quick_epochs` epochs in quick_ workspaces."""
+    return CleaningRun(workdir, [f"trainer.max_epochs={quick_epochs}"] if quick else [], prefix="quick_" if quick else "")
+
+
 def queue_spec(strategy: dict) -> dict:
     """What decides a queue's ranking: strategies, quotas, params."""
     return {k: strategy.get(k) for k in ("strategies", "quotas", "params")}
