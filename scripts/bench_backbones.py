@@ -50,12 +50,11 @@ def backbone_overrides(run: CleaningRun, name: str) -> list[str]:
 
 def shipped_ranking(inputs, shipped: dict):
     """The queue's ranking as conf/strategy/default.yaml configures it (one strategy or a `combine`)."""
-    from kibble.strategies.cleaning import combine
+    from kibble.strategies.registry import COMBINE, run_combined
 
     names, params = list(shipped["strategies"]), shipped.get("params") or {}
-    if names == ["combine"]:
-        spec = params["combine"]
-        return combine([inputs.strategy(p, **(params.get(p) or {})) for p in spec["parts"]], spec.get("weights"))
+    if names == [COMBINE]:  # as the queue runs it: each part with its own params, then the weights
+        return run_combined(params.get(COMBINE), inputs.labels, inputs.probs, inputs.embeddings, part_params=params)
     if len(names) != 1:
         raise SystemExit(f"bench_backbones scores one shipped ranking; the default queue mixes {names}")
     return inputs.strategy(names[0], **(params.get(names[0]) or {}))
