@@ -8,8 +8,8 @@ run (`--headline`, by default the package's default active strategy, `active.str
 conf/active/default.yaml); `--others` are secondary and never promoted to the headline after the fact.
 For every pool seed S the Imagewoof train split is re-imported with a different labelled seed set
 (`pool.seed=S`, 20 labels per class; the embeddings come from the shared feature cache, so this is
-cheap), and the real `kibble loop mode=active` (experiment=active_imagewoof: a linear head on cached
-effnet-lite0 embeddings trained through the package's Lightning path each round, the simulated
+cheap), and the real `kibble loop mode=active` (experiment=active_imagewoof model=features_lite0: a linear head on
+cached effnet-lite0 embeddings trained through the package's Lightning path each round, the simulated
 annotator and `merge` every round) runs each strategy and random with training seed S. Per pool seed,
 each strategy is paired with random's curve of that seed: labels needed to reach random's final
 accuracy (and the share of random's labels), the final accuracy gap and the gap averaged over rounds;
@@ -76,7 +76,7 @@ def missing_embeddings(overrides: list[str]) -> tuple[str, int, int]:
     from kibble.data.manifest import load_manifest, resolve_image_path
     from kibble.paths import Workspace
 
-    cfg = compose_config("loop", [*overrides, "mode=active", "experiment=active_imagewoof"])
+    cfg = compose_config("loop", [*overrides, "mode=active", "experiment=active_imagewoof", "model=features_lite0"])
     ws = Workspace(cfg.workspace)
     key = hydra.utils.instantiate(cfg.embedder).cache_key(str(ws.read_state().get("data_root", ws.data_root)))
     rows = load_manifest(ws.manifest, ClassList.load(ws.classes).names).drop_duplicates("sample_id").reset_index(drop=True)
@@ -100,7 +100,7 @@ def run_pool_seed(bench, seed: int, strategies: list[str], args) -> tuple[pd.Dat
     if missing and not args.allow_embed:
         raise SystemExit(f"the feature cache {bench.cache}/features/{key} lacks {missing} of {total} embeddings for pool seed {seed}; "
                          "the loop would embed them. Let the run that fills the shared cache finish, or pass --allow-embed")
-    overrides = [*common, "mode=active", "experiment=active_imagewoof", "logger=none", "active.progress=false",
+    overrides = [*common, "mode=active", "experiment=active_imagewoof", "model=features_lite0", "logger=none", "active.progress=false",
                  f"active.strategy=[{','.join(strategies)}]", "active.baseline=random", f"active.seeds=[{seed}]",
                  f"active.rounds={args.rounds}", f"active.batch_size={args.batch}"]
     result = loop.run(compose_config("loop", overrides))
@@ -209,7 +209,7 @@ def main() -> None:
         "them after seeing this table would be an oracle on the split they are scored on.",
         f"Protocol: pool seeds {args.pool_seeds}; each re-imports Imagewoof's train split with a different labelled seed set "
         f"({args.labels_per_class}/class = {int(curves['n_seed_labels'].iloc[0])} labels, `pool.seed=S`) and runs "
-        f"`kibble loop mode=active experiment=active_imagewoof` with training seed S for every arm, {args.batch} new labels/round, "
+        f"`kibble loop mode=active experiment=active_imagewoof model=features_lite0` with training seed S for every arm, {args.batch} new labels/round, "
         f"{args.rounds} rounds; a linear FeatureClassifier head on cached effnet-lite0 (224 px) embeddings, trained with Lightning "
         "for a fixed 20 epochs each round; accuracy on Imagewoof's val split. Each strategy is paired with random's curve of the "
         "same pool seed; labels to reach random's final accuracy are interpolated linearly between rounds (`reached` counts the "

@@ -4,7 +4,7 @@
 
 Protocol (docs/benchmarks.md states it; kibble.benchmarks.protocol enforces it):
 1. dev: on DEV_SETTINGS (random5, random25, lookalike20) x seeds, one kibble k-fold round each (features
-   mode, frozen effnet-lite0 embeddings, Lightning head; the seed draws the noise and the folds), every
+   mode, frozen backbone embeddings (conf/model/features.yaml's), Lightning head; the seed draws the noise and the folds), every
    arm of kibble.benchmarks.cleaning_arms scored on the same OOF (AUPRC, precision/recall at budget =
    the number of wrong labels).
 2. choose: per family, the ranking with the best WORST-CASE dev score (relative to the best ranking on
@@ -167,8 +167,8 @@ def main() -> None:
     print("\n".join(warnings))
     minutes = (time.perf_counter() - t0) / 60
     notes_common = [
-        f"Imagewoof train {len(run.clean[0].given)} images (val not used here); features mode: frozen tf_efficientnet_lite0 (offline weights), "
-        f"head = `experiment=imagewoof_features` through Lightning ({head_summary(run.bench.extra)}; chosen on dev by scripts/tune_features_head.py), "
+        f"Imagewoof train {len(run.clean[0].given)} images (val not used here); features mode (frozen backbone, offline weights), "
+        f"`experiment=imagewoof_features` through Lightning ({head_summary(run.bench.extra)}; the head chosen on dev by scripts/tune_features_head.py), "
         f"5 folds{' (--quick: 8 epochs)' if args.quick else ''}; seeds {seeds}: each seed draws the "
         "noise (where random) and the fold split. Budget = the number of wrong labels. Mean ± sample std over seeds.",
         "Noise settings (kibble/benchmarks/imagewoof_cleaning.py): dev = random5, random25 (uniform flips; seed 0 = fastai's noisy_imagewoof.csv "

@@ -4,7 +4,7 @@
 
 Reads the rounds scripts/bench_cleaning.py left in <workdir>/cleaning/<setting>_s<seed> (run it first) and
 its dev choices (choices.json: kibble's default, cleanlab's headline arm). Per test setting and seed, on
-the same frozen effnet-lite0 embeddings and the same noisy labels:
+the same frozen embeddings (the round's backbone) and the same noisy labels:
 - kibble: its k-fold OOF (Lightning head) ranked by the shipped default;
 - cleanlab recipe, tuned: StandardScaler + LogisticRegression with C chosen by 3-fold CV on the noisy
   labels (no truth; grid CS), then 5-fold cross_val_predict, ranked by cleanlab's dev-chosen arm;
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 import pandas as pd
 
 from kibble.benchmarks import imagewoof_bench, record
@@ -77,7 +78,7 @@ def main() -> None:
     arms = {a.name: a for a in all_arms()}
     kibble_arm, cleanlab_arm = arms[choices[KIBBLE]], arms[choices[CLEANLAB]]
     t0 = time.perf_counter()
-    rows = []
+    rows, backbones = [], set()
     for setting in args.settings.split(","):
         for seed in choices["seeds"]:
             ws = base / f"{setting}_s{seed}"
@@ -85,6 +86,7 @@ def main() -> None:
                 raise SystemExit(f"{ws}: no finished round; run scripts/bench_cleaning.py first")
             r = load_round(ws, 0)
             X = np.asarray(r.embedding, dtype=np.float32)
+            backbones.add(str(OmegaConf.load(ws / "rounds" / "000" / "config.yaml").embedder.backbone))
             heads = {"kibble k-fold head (Lightning)": (r.probs, None, float("nan"))}
             heads["LogisticRegression, C tuned"] = tuned(logistic, CS, X, r.given, seed, args.inner_folds)
             heads["kNN (cosine), k tuned"] = tuned(knn, KS, X, r.given, seed, args.inner_folds)
@@ -116,7 +118,7 @@ def main() -> None:
         f"kibble = its k-fold OOF ranked by the shipped default ({choices[KIBBLE]}); the scikit-learn heads are ranked by cleanlab's dev-chosen arm "
         f"({choices[CLEANLAB]}).",
         f"Baselines tuned on the noisy labels only (no truth): C in {list(CS)} and k in {list(KS)} by {args.inner_folds}-fold CV accuracy, then 5-fold "
-        "cross_val_predict (predict_proba). Same raw 1280-d effnet-lite0 embeddings for every head.",
+        f"cross_val_predict (predict_proba). Same raw {X.shape[1]}-d {' / '.join(sorted(backbones))} embeddings (the rounds' own) for every head.",
         f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores (CPU shared with other jobs).",
     ]
     if not args.no_record:

@@ -186,11 +186,11 @@ def train_accuracy(ws: Path, work: Path, settings: Settings, seed: int, name: st
 
 def loop_overrides(ws: Path, work: Path, settings: Settings, seed: int, rounds: int, budget: int) -> list[str]:
     """`kibble loop` as the README's main job runs it (conf/experiment/demo_loop.yaml: features mode, 3 folds,
-    effnet-lite0 embeddings), except that the queue is the shipped conf/strategy/default.yaml with a count budget."""
+    effnet-lite0 embeddings, model=features_lite0 also for Imagewoof), except that the queue is the shipped conf/strategy/default.yaml with a count budget."""
     if settings.data == "digits":
-        mode = ["model=features", f"embedder.input_size={settings.embed_size}", "embedder.num_workers=0"]
+        mode = ["model=features_lite0", f"embedder.input_size={settings.embed_size}", "embedder.num_workers=0"]
     else:
-        mode = ["experiment=imagewoof_features"]
+        mode = ["experiment=imagewoof_features", "model=features_lite0"]
     return [f"workspace={ws}", *mode, "cv=kfold3", "cv.progress=false", f"trainer.max_epochs={settings.head_epochs}",
             f"paths.cache_dir={work / 'cache'}", f"paths.effnet_lite0={weights_path(work)}", "logger=none",
             f"rounds={rounds}", f"seed={seed}", f"strategy.budget={budget}", "round_callbacks.report=null"]

@@ -10,7 +10,8 @@ Protocol (docs/benchmarks.md, "Protocol (all benchmarks)"):
   photos plus that group's injections only (another group's images are neither hits nor false alarms).
   Near-duplicates: a copy and its original are both the truth. Imagewoof's own near-duplicates
   (ImageNet holds some) count as false alarms for every tool alike.
-- Embeddings: effnet-lite0 at 224 px (the features-mode default), the same for kibble and Datalab.
+- Embeddings: effnet-lite0 at 224 px (model=features_lite0; the features-mode default when this was recorded),
+  the same for kibble and Datalab.
 - Arms: kibble.data_issues at its package defaults (the headline) and at parameters chosen on dev
   (grids over its own settings); Datalab (`find_issues(features=...)`, near_duplicate and outlier) and
   CleanVision (`Imagelab.find_issues()`, every default check) at their defaults and with a threshold on
@@ -205,7 +206,7 @@ def main() -> None:
     from kibble.config import compose_config
     from kibble.data.feature_files import read_cache
 
-    cfg = compose_config("kfold", [*bench.overrides, "model=features"])
+    cfg = compose_config("kfold", [*bench.overrides, "model=features_lite0"])
     embedder = hydra.utils.instantiate(cfg.embedder)
     cached, matrix, _ = read_cache(bench.cache / "features" / embedder.cache_key(str(bench.root)))
     if matrix is None or len(cached) < 12_000:

@@ -5,7 +5,7 @@
 Protocol (the numbers a skeptic can check):
 - The pool: all Imagewoof images (train + val), split by `--seed` into a dev half and a test half.
   Not val alone: half of val (~1,960 images) cannot hold a 2,000-image reference plus a batch.
-  The model is a scikit-learn LogisticRegression on the frozen effnet-lite0 embeddings, cross-fitted:
+  The model is a scikit-learn LogisticRegression on the frozen effnet-lite0 embeddings (model=features_lite0), cross-fitted:
   each half's probabilities come from a head trained on the other half, so every image is scored
   out of sample (a head trained on some of the pool would make its own train images look different).
 - Per trial a random reference of R images (R = 200, 500, 1,000, 2,000) and a current batch of 200,
@@ -164,7 +164,7 @@ def load_pool(args) -> dict | None:
 
     if not (bench.workspace / "manifest.parquet").is_file():
         import_data.run(compose_config("import", ["source=image_folder", f"source.root={bench.root}", *bench.overrides]))
-    cfg = compose_config("kfold", [*bench.overrides, "model=features", "round_callbacks.queue=null", "cv.progress=false"])
+    cfg = compose_config("kfold", [*bench.overrides, "model=features_lite0", "round_callbacks.queue=null", "cv.progress=false"])
     dm = hydra.utils.instantiate(cfg.data)
     manifest = dm.manifest.reset_index(drop=True)
     attach_features(cfg, dm)  # the shared cache: a read when warm

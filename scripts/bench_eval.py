@@ -38,7 +38,7 @@ def main() -> None:
     root, ws = bench.root, bench.workspace
     common = bench.overrides
     imported = import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true", *common]))
-    features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "cv.progress=false", "strategy.budget=200"]
+    features = [*common, "model=features_lite0", f"trainer.max_epochs={args.epochs}", "cv.progress=false", "strategy.budget=200"]
     start = time.perf_counter()
     kfold.run(compose_config("kfold", features))
     round_seconds = time.perf_counter() - start

@@ -5,7 +5,8 @@
 Measures, in one run: embedding all images once (cold cache), a cached 5-fold round (target < 30 s
 on a 2-core CPU), the same 5-fold OOF with scikit-learn's LogisticRegression on the same embeddings
 (baseline), and the per-fold cost of full fine-tuning on a small subset (images/s). Appends to
-docs/benchmarks.md. Skips cleanly when the shared data is absent.
+docs/benchmarks.md. Skips cleanly when the shared data is absent. Features mode is pinned to model=features_lite0
+(the lite0 the recorded section measured; plain model=features is lite1 now).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> None:
     common = bench.overrides
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={root}", "overwrite=true", *common]))
 
-    features = [*common, "model=features", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false"]
+    features = [*common, "model=features_lite0", f"trainer.max_epochs={args.epochs}", "round_callbacks.queue=null", "round_callbacks.report=null", "cv.progress=false"]
     cfg = compose_config("kfold", features)
     from kibble.training.build import attach_features
     import hydra

@@ -4,7 +4,8 @@
     python scripts/convert_effnet_lite.py --variant lite1 [--out PATH] [--source PTH] [--force]
 
 Default output: $KIBBLE_WEIGHTS_DIR or ~/.cache/kibble/weights / tf_efficientnet_<variant>.pth, the paths
-`model=effnet_lite0|1|2` and `model=features|features_lite1|features_lite2` use (conf/paths/default.yaml).
+`model=effnet_lite0|1|2` and `model=features_lite0|features_lite1|features_lite2` use (conf/paths/default.yaml;
+`model=features` is lite1).
 By default every variant whose package is installed is converted (`make weights`).
 """
 

@@ -3,8 +3,8 @@
     python scripts/convert_effnet_lite0.py [--out PATH] [--source PTH] [--force]
 
 Default output: $KIBBLE_WEIGHTS_DIR or ~/.cache/kibble/weights / tf_efficientnet_lite0.pth, the path
-`model=effnet_lite0` and `model=features` use (conf/paths/default.yaml). lite1 / lite2 and all at once:
-scripts/convert_effnet_lite.py.
+`model=effnet_lite0` and `model=features_lite0` use (conf/paths/default.yaml). lite1 (plain `model=features`) /
+lite2 and all at once: scripts/convert_effnet_lite.py.
 """
 
 from __future__ import annotations

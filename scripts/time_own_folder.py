@@ -6,12 +6,14 @@ Builds a folder like a user's (DIR/<class>/<image>, symlinks to `--per-class` Im
 each of its 10 classes; needs ../shared/data/imagewoof), then runs, as a user would, each as its own
 `kibble` process:
   1. kibble import source=image_folder source.root=DIR workspace=W
-  2. kibble kfold workspace=W experiment=imagewoof_features     (embeds every image once, 5 folds, the queue)
+  2. kibble kfold workspace=W experiment=imagewoof_features model=features_lite0
+                                                                 (embeds every image once, 5 folds, the queue)
   3. kibble status workspace=W
   4. kibble report workspace=W round=0                           (report.html + review.html)
   5. kibble merge workspace=W reviews=reviews.csv                 (a reviewer who takes every suggestion)
 and records wall time per command (start-up included) in docs/benchmarks.md, section "Your own folder".
 A second `kibble kfold` on the same workspace shows what a round costs once the embeddings are cached.
+model=features_lite0 keeps the recorded (lite0) section reproducible; features mode defaults to lite1 now.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def main() -> None:
     n = build_folder(source, folder, args.per_class)
     steps = [
         ("kibble import source=image_folder source.root=DIR workspace=W", ["import", "source=image_folder", f"source.root={folder}", f"workspace={ws}"]),
-        ("kibble kfold workspace=W experiment=imagewoof_features", ["kfold", f"workspace={ws}", "experiment=imagewoof_features"]),
+        ("kibble kfold workspace=W experiment=imagewoof_features model=features_lite0", ["kfold", f"workspace={ws}", "experiment=imagewoof_features", "model=features_lite0"]),
         ("kibble status workspace=W", ["status", f"workspace={ws}"]),
         ("kibble report workspace=W round=0", ["report", f"workspace={ws}", "round=0"]),
     ]
@@ -76,8 +78,8 @@ def main() -> None:
                   "annotator": "reviewer", "round": queue["round"]}).to_csv(reviews, index=False)
     seconds, last = timed(["merge", f"workspace={ws}", f"reviews={reviews}"], args.workdir)
     rows.append({"command": "`kibble merge workspace=W reviews=reviews.csv`", "s": seconds, "last line": last[:110]})
-    seconds, last = timed(["kfold", f"workspace={ws}", "experiment=imagewoof_features"], args.workdir)
-    rows.append({"command": "(next round) `kibble kfold workspace=W experiment=imagewoof_features`, embeddings cached", "s": seconds, "last line": last[:110]})
+    seconds, last = timed(["kfold", f"workspace={ws}", "experiment=imagewoof_features", "model=features_lite0"], args.workdir)
+    rows.append({"command": "(next round) `kibble kfold workspace=W experiment=imagewoof_features model=features_lite0`, embeddings cached", "s": seconds, "last line": last[:110]})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if args.no_record:

@@ -24,6 +24,7 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -37,24 +38,31 @@ BASE_RANKINGS = ("self_confidence", "normalized_margin")
 FAMILY = "head"
 
 
-def adam(decay: float) -> tuple[str, float]:
-    return "torch.optim.Adam", decay
+class Head(NamedTuple):
+    """A candidate head: the optimizer class, its weight decay, and the inner split's share of a fold's
+    training rows (early stopping and checkpoint pick; 0: every row trained on, the last epoch kept)."""
+
+    optimizer: str
+    decay: float
+    inner_val: float = 0.1
 
 
-# name -> (optimizer class, weight_decay). AdamW's decay is decoupled (shrinks the weights by lr x decay a
-# step); Adam's is an L2 term in the loss, like LogisticRegression's 1/C. The old head comes first: a full tie keeps it.
+# name -> Head. AdamW's decay is decoupled (shrinks the weights by lr x decay a step); Adam's is an L2 term in the
+# loss, like LogisticRegression's 1/C. The shipped head comes first: a full tie keeps it. The no-split heads train
+# every fold row for the full epochs, as a LogisticRegression fit does (no early stop on a noisy inner split).
 CANDIDATES = {
-    "AdamW, decoupled decay 1e-3 (old default)": ("torch.optim.AdamW", 1.0e-3),
-    "AdamW, decoupled decay 1": ("torch.optim.AdamW", 1.0),
-    "Adam, L2 0.1": adam(0.1),
-    "Adam, L2 0.3": adam(0.3),
-    "Adam, L2 1": adam(1.0),
-    "Adam, L2 3": adam(3.0),
+    "Adam, L2 1 (shipped)": Head("torch.optim.Adam", 1.0),
+    "Adam, L2 0.3": Head("torch.optim.Adam", 0.3),
+    "Adam, L2 3": Head("torch.optim.Adam", 3.0),
+    "Adam, L2 0.3, no inner split": Head("torch.optim.Adam", 0.3, 0.0),
+    "Adam, L2 1, no inner split": Head("torch.optim.Adam", 1.0, 0.0),
+    "Adam, L2 3, no inner split": Head("torch.optim.Adam", 3.0, 0.0),
 }
 
 
-def overrides(optimizer: str, decay: float) -> list[str]:
-    return [f"model.optimizer._target_={optimizer}", f"model.optimizer.weight_decay={decay}"]
+def overrides(head: Head) -> list[str]:
+    return [f"model.optimizer._target_={head.optimizer}", f"model.optimizer.weight_decay={head.decay}",
+            f"data.inner_val_fraction={head.inner_val}"]
 
 
 def slug(name: str) -> str:
@@ -65,7 +73,7 @@ def score_round(run: CleaningRun, name: str, setting: str, seed: int) -> dict:
     from kibble.benchmarks.cleaning_arms import Inputs
     from kibble.metrics.detection import detection_metrics
 
-    _, r = run.noisy_round(setting, seed, name=f"head_{slug(name)}_{setting}_s{seed}", extra=overrides(*CANDIDATES[name]))
+    _, r = run.noisy_round(setting, seed, name=f"head_{slug(name)}_{setting}_s{seed}", extra=overrides(CANDIDATES[name]))
     inputs = Inputs(r.given, r.probs, r.embedding, seed=seed)
     budget = int(r.is_noisy.sum())
     auprc = {k: detection_metrics(r.is_noisy, inputs.strategy(k).score, budget=budget)["auprc"] for k in BASE_RANKINGS}
@@ -77,12 +85,13 @@ def score_round(run: CleaningRun, name: str, setting: str, seed: int) -> dict:
 
 def write_head(name: str, path: Path = FEATURES_YAML) -> None:
     """Put the chosen optimizer class and weight decay into conf/model/features.yaml (re-runs replace, never stack)."""
-    optimizer, decay = CANDIDATES[name]
+    head = CANDIDATES[name]
     text = path.read_text()
-    text, n1 = re.subn(r"(\n  optimizer:\n    _target_: )\S+", lambda m: m.group(1) + optimizer, text, count=1)
-    text, n2 = re.subn(r"(\n    weight_decay: )[^\s#]+", lambda m: m.group(1) + repr(float(decay)), text, count=1)
-    if (n1, n2) != (1, 1):
-        raise SystemExit(f"{path}: no model.optimizer `_target_` / `weight_decay` line to replace")
+    text, n1 = re.subn(r"(\n  optimizer:\n    _target_: )\S+", lambda m: m.group(1) + head.optimizer, text, count=1)
+    text, n2 = re.subn(r"(\n    weight_decay: )[^\s#]+", lambda m: m.group(1) + repr(float(head.decay)), text, count=1)
+    text, n3 = re.subn(r"(\ndata:\n  inner_val_fraction: )[^\s#]+", lambda m: m.group(1) + repr(float(head.inner_val)), text, count=1)
+    if (n1, n2, n3) != (1, 1, 1):
+        raise SystemExit(f"{path}: no model.optimizer `_target_` / `weight_decay` or data.inner_val_fraction line to replace")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     note = f"# Head regularisation chosen on dev noise settings only (worst case), scripts/tune_features_head.py {stamp}: {name}. docs/benchmarks.md\n"
     text = re.sub(r"^# Head regularisation chosen on dev.*\n", "", text, flags=re.M)
@@ -129,11 +138,11 @@ def main() -> None:
         write_head(chosen)
         print(f"wrote {FEATURES_YAML.relative_to(PROJECT_ROOT)}: {CANDIDATES[chosen]}")
     notes = [
-        f"Imagewoof train {len(run.clean[0].given)} images, features mode (frozen tf_efficientnet_lite0, offline weights), 5 folds; dev noise "
+        f"Imagewoof train {len(run.clean[0].given)} images, features mode (frozen backbone, offline weights), 5 folds; dev noise "
         f"settings only ({', '.join(DEV_SETTINGS)}; the labels of scripts/bench_cleaning.py), seeds {seeds} (noise draw and fold split). "
         "Mean ± sample std over seeds.",
-        "Candidates differ only in the optimizer and its weight decay; everything else is `experiment=imagewoof_features`: "
-        f"{head_summary(overrides(*CANDIDATES[chosen]))}. AdamW's decay is decoupled (lr x decay a step); Adam's is an L2 term "
+        "Candidates differ only in the optimizer, its weight decay and the inner split; everything else is `experiment=imagewoof_features`: "
+        f"{head_summary(overrides(CANDIDATES[chosen]))}. AdamW's decay is decoupled (lr x decay a step); Adam's is an L2 term "
         "in the mean loss, as LogisticRegression's (its C = 1 / (decay x n)).",
         f"Score: the mean AUPRC of {' and '.join(BASE_RANKINGS)} (the base rankings every kibble queue combines). Rule: the candidate whose worst "
         "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie goes to the better mean, then the earlier, old head). "

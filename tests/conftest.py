@@ -88,7 +88,7 @@ def digits_feature_cache(digits_workspace: Path, effnet_weights: Path, tmp_path_
     """A workspace `cache/` dir holding effnet-lite0 (offline weights) 32 px embeddings of every digits image.
 
     Copy it into a workspace (shutil.copytree(cache, ws / "cache")) to skip re-embedding in tests that run
-    model=features with paths.effnet_lite0=<effnet_weights> embedder.input_size=32.
+    model=features_lite0 with paths.effnet_lite0=<effnet_weights> embedder.input_size=32.
     """
     from kibble.data.features import Embedder
     from kibble.data.manifest import load_manifest

@@ -24,7 +24,7 @@ def test_sharded_embedding_equals_the_unsharded_cache(digits_workspace: Path, ef
                                                        tmp_path: Path, capsys):
     ws = tmp_path / "ws"
     shutil.copytree(digits_workspace, ws)
-    common = [f"workspace={ws}", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0"]
+    common = [f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0"]
     results = [embed.run(compose_config("embed", [*common, f"shard={i}/2"], output_dir=tmp_path / f"embed{i}")) for i in (1, 0)]
     assert sum(r["n"] for r in results) == 1797 and results[0]["shard"] == "1/2"
     assert "shard 0/2: " in capsys.readouterr().out

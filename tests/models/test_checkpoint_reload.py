@@ -54,7 +54,7 @@ def test_feature_classifier_reload_reproduces_predictions(fresh_digits_workspace
         "train",
         [
             f"workspace={fresh_digits_workspace}",
-            "model=features",
+            "model=features_lite0",
             f"paths.effnet_lite0={effnet_weights}",
             "embedder.input_size=32",
             "embedder.num_workers=0",

@@ -1,4 +1,5 @@
-"""`model=effnet_lite0|1|2` (fine-tune) and `model=features|features_lite1|features_lite2` (features mode):
+"""`model=effnet_lite0|1|2` (fine-tune) and `model=features_lite0|features_lite1|features_lite2` (features mode;
+plain `model=features` is lite1):
 each picks its backbone and its converted offline weights (paths.effnet_liteN), features mode embeds at the
 variant's native resolution with mean = std = 0.5, and every backbone / resolution gets its own feature cache."""
 
@@ -17,7 +18,7 @@ from kibble.data.features import Embedder
 from kibble.tasks import kfold, train
 
 NATIVE = {"lite0": 224, "lite1": 240, "lite2": 260}
-FEATURES_MODEL = {"lite0": "features", "lite1": "features_lite1", "lite2": "features_lite2"}
+FEATURES_MODEL = {"lite0": "features_lite0", "lite1": "features_lite1", "lite2": "features_lite2"}
 
 
 @pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
@@ -43,6 +44,14 @@ def test_features_config_embeds_at_native_size_with_half_normalisation(variant: 
     size = NATIVE[variant]
     assert embedder.data_config["input_size"] == (3, size, size)
     assert embedder.data_config["mean"] == embedder.data_config["std"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("model, variant", [("features", "lite1"), ("features_lite1", "lite1"), ("features_lite0", "lite0")])
+def test_features_defaults_to_lite1_and_features_lite0_picks_lite0(model: str, variant: str, tmp_path: Path):
+    cfg = compose_config("kfold", [f"workspace={tmp_path / 'ws'}", f"model={model}"], output_dir=tmp_path / "out")
+    assert cfg.embedder.backbone == f"tf_efficientnet_{variant}"
+    assert cfg.embedder.pretrained == cfg.paths[f"effnet_{variant}"]
+    assert Path(cfg.embedder.pretrained).name == f"tf_efficientnet_{variant}.pth"
 
 
 def test_feature_cache_key_differs_per_backbone_and_resolution(effnet_lite_weights):

@@ -63,7 +63,7 @@ def digits_round(digits_workspace: Path, digits_feature_cache: Path, effnet_weig
     shutil.copytree(digits_workspace, ws, ignore=shutil.ignore_patterns("runs", "multiruns"))
     shutil.copytree(digits_feature_cache, ws / "cache", dirs_exist_ok=True)
     overrides = [
-        f"workspace={ws}", "model=features", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0",
+        f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0",
         "trainer.max_epochs=8", "logger=none", "cv=kfold3", "cv.progress=false", "strategy.budget=40",
         "strategy.strategies=[kfold,self_confidence]",  # two strategies: the report's per-strategy filter has something to hide
     ]

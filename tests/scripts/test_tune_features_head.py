@@ -28,7 +28,9 @@ def test_written_head_is_the_candidate(name, tmp_path):
     assert text.count("# Head regularisation chosen on dev") == 1
     assert text.splitlines()[0] == "# @package _global_"  # Hydra only reads the directive on the first line
     written = yaml.safe_load(text)["model"]["optimizer"]
-    assert (written["_target_"], written["weight_decay"]) == tune.CANDIDATES[name]
+    head = tune.CANDIDATES[name]
+    assert (written["_target_"], written["weight_decay"]) == (head.optimizer, head.decay)
+    assert yaml.safe_load(text)["data"]["inner_val_fraction"] == head.inner_val
     assert written["_partial_"] is True and written["lr"] == yaml.safe_load(tune.FEATURES_YAML.read_text())["model"]["optimizer"]["lr"]
 
 
@@ -38,10 +40,11 @@ def test_candidate_overrides_compose_into_an_optimizer():
 
     from kibble.config import compose_config
 
-    for optimizer, decay in tune.CANDIDATES.values():
-        cfg = compose_config("kfold", ["experiment=imagewoof_features", *tune.overrides(optimizer, decay)])
+    for head in tune.CANDIDATES.values():
+        cfg = compose_config("kfold", ["experiment=imagewoof_features", *tune.overrides(head)])
         opt = hydra.utils.instantiate(cfg.model.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
-        assert "torch.optim." + type(opt).__name__ == optimizer and opt.defaults["weight_decay"] == decay
+        assert "torch.optim." + type(opt).__name__ == head.optimizer and opt.defaults["weight_decay"] == head.decay
+        assert cfg.data.inner_val_fraction == head.inner_val
 
 
 def test_choice_is_by_worst_dev_setting():

@@ -23,7 +23,7 @@ def test_trained_precision_surfaces_b_images_labelled_a(fresh_digits_workspace, 
     save_manifest(manifest, ws.manifest)
 
     cfg = compose("kfold", [
-        f"workspace={ws.root}", "model=features", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32",
+        f"workspace={ws.root}", "model=features_lite0", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32",
         "embedder.num_workers=0", "cv=kfold3", "trainer.max_epochs=15", "cv.progress=false",
         "strategy.strategies=[precision]", "+strategy.params.precision.mode=train",
         "+strategy.params.precision.classes=['3']", "strategy.budget=25",

@@ -101,7 +101,7 @@ def test_gold_weighting_beats_majority(rounds: dict):
 
 def crowd_loop_overrides(ws: Path, weights: Path, cache: Path, gold_list: Path) -> list[str]:
     return [
-        f"workspace={ws}", "model=features", f"paths.effnet_lite0={weights}", "embedder.input_size=96", "embedder.num_workers=0",
+        f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={weights}", "embedder.input_size=96", "embedder.num_workers=0",
         f"paths.cache_dir={cache}", "trainer.max_epochs=15", "logger=none", "cv=kfold3", "cv.progress=false", "rounds=1",
         "annotator=crowd", "overlap=3", "gold.rate=0.1", f"gold.list={gold_list}", "strategy.budget=0.2", "policy.annotator_weighting=gold",
     ]

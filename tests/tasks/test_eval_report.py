@@ -24,7 +24,7 @@ DIGITS = [str(i) for i in range(10)]
 
 
 def features_overrides(ws: Path, weights: Path) -> list[str]:
-    return [f"workspace={ws}", "model=features", f"paths.effnet_lite0={weights}", "embedder.input_size=32", "embedder.num_workers=0",
+    return [f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={weights}", "embedder.input_size=32", "embedder.num_workers=0",
             "trainer=cpu", "trainer.max_epochs=6", "data.num_workers=0", "callbacks=quiet", "logger=none"]
 
 

@@ -1,6 +1,7 @@
 """Every shipped experiment config composes with the real conf/ and runs `kibble train` with
 debug=fast on CPU, on the digits workspace, shrunk so it stays fast and offline:
-pretrained weights come from the converted effnet-lite0 file (or none), inputs are small."""
+pretrained weights come from the converted effnet-lite0 file (or none; features-mode experiments are pinned to
+model=features_lite0 for it), inputs are small."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ def test_experiment_composes_and_trains(experiment: str, fresh_digits_workspace:
                 continue
         raise train_error
     if cfg.get("embedder") is not None and weights:
+        if cfg.embedder.backbone != "tf_efficientnet_lite0":
+            # features mode defaults to lite1 (imagewoof_features); the session's weights and cache are lite0's
+            base.append("model=features_lite0")
         # embeddings of the digits at 32 px are computed once per session (the embedding path itself is
         # exercised by that fixture and by the predict tests)
         shutil.copytree(request.getfixturevalue("digits_feature_cache"), fresh_digits_workspace / "cache", dirs_exist_ok=True)

@@ -47,7 +47,7 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def features_overrides(ws: Path, weights: Path, cache: Path) -> list[str]:
     return [
-        f"workspace={ws}", "model=features", f"paths.effnet_lite0={weights}", "embedder.input_size=96",
+        f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={weights}", "embedder.input_size=96",
         "embedder.num_workers=0", f"paths.cache_dir={cache}", "trainer.max_epochs=15", "logger=none", "cv.progress=false",
     ]
 

@@ -74,7 +74,7 @@ def test_folds_as_submitit_jobs_then_a_killed_job_rerun(
     ws = fresh_digits_workspace
     shutil.copytree(digits_feature_cache, ws / "cache", dirs_exist_ok=True)  # no job embeds
     overrides = [
-        f"workspace={ws}", "model=features", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32",
+        f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32",
         "embedder.num_workers=0", "trainer.max_epochs=5", "logger=none", "cv.progress=false", "cv=kfold3",
         "round_callbacks.report=null", "hydra/launcher=local",
     ]

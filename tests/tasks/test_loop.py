@@ -29,7 +29,7 @@ METRIC_KEYS = ["round", "n_train", "queue_size", "queue_precision", "queue_recal
 
 def loop_overrides(ws: Path, weights: Path, cache: Path) -> list[str]:
     return [
-        f"workspace={ws}", "model=features", f"paths.effnet_lite0={weights}", "embedder.input_size=96", "embedder.num_workers=0",
+        f"workspace={ws}", "model=features_lite0", f"paths.effnet_lite0={weights}", "embedder.input_size=96", "embedder.num_workers=0",
         f"paths.cache_dir={cache}", "trainer.max_epochs=15", "logger=none", "cv=kfold3", "cv.progress=false", f"rounds={ROUNDS}",
     ]
 

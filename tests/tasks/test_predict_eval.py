@@ -31,7 +31,7 @@ def trained_features(trained: dict, effnet_weights: Path, digits_feature_cache: 
     shutil.copytree(digits_feature_cache, trained["ws"] / "cache", dirs_exist_ok=True)
     cfg = compose_config(
         "train",
-        [f"workspace={trained['ws']}", "model=features", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0", *TINY_TRAIN],
+        [f"workspace={trained['ws']}", "model=features_lite0", f"paths.effnet_lite0={effnet_weights}", "embedder.input_size=32", "embedder.num_workers=0", *TINY_TRAIN],
         output_dir=trained["root"] / "train_features",
     )
     return Path(train.run(cfg)["best_checkpoint"])

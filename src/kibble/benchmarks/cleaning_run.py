@@ -159,7 +159,11 @@ def head_summary(overrides: list[str] | None = None) -> str:
     cfg = head_config(["experiment=imagewoof_features", *(overrides or [])])
     opt, stop = cfg["model"]["optimizer"], cfg["callbacks"].get("early_stopping") or {}
     kind = "hidden layer" if cfg["model"].get("hidden") else "linear"
-    stopping = f"early stopping on inner-split {stop.get('monitor')} (patience {stop.get('patience')})" if stop else "no early stopping"
-    return (f"{kind} head, {opt['_target_'].rsplit('.', 1)[-1]} lr {opt.get('lr')} weight_decay {opt.get('weight_decay')}, "
+    inner = float(cfg["data"].get("inner_val_fraction") or 0)
+    if inner <= 0:
+        stopping = "no inner split: every fold row trained on, the last epoch kept"
+    else:
+        stopping = f"early stopping on a {inner:.0%} inner split's {stop.get('monitor')} (patience {stop.get('patience')})" if stop else "no early stopping"
+    return (f"{cfg['embedder']['backbone']} embeddings, {kind} head, {opt['_target_'].rsplit('.', 1)[-1]} lr {opt.get('lr')} weight_decay {opt.get('weight_decay')}, "
             f"dropout {cfg['model'].get('dropout')}, label smoothing {cfg['model'].get('label_smoothing')}, "
             f"up to {cfg['trainer'].get('max_epochs')} epochs, {stopping}")

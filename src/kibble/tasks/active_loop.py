@@ -192,7 +192,7 @@ class ArmRunner:
         model.set_feature_stats(torch.from_numpy(np.ascontiguousarray(self.matrix, dtype=np.float32)))
         out = self.ws.round_dir(round_index) / "train"
         checkpoint = any(c is not None and str(c.get("_target_", "")).endswith("ModelCheckpoint") for c in (self.cfg.get("callbacks") or {}).values())
-        trainer = build_trainer(self.cfg, out, with_logger=False, enable_progress_bar=False, enable_checkpointing=checkpoint)
+        trainer = build_trainer(self.cfg, out, with_logger=False, has_val=len(dm.val_rows) > 0, enable_progress_bar=False, enable_checkpointing=checkpoint)
         trainer.fit(model, datamodule=dm)
         restore_best(trainer, model)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

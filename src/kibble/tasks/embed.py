@@ -20,7 +20,7 @@ from kibble.predictions.shards import parse_shard, shard_rows
 def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace(cfg.workspace).require()
     if not cfg.get("embedder"):
-        raise KibbleError("no embedder configured; kibble embed uses model=features (or features_lite1/2) settings")
+        raise KibbleError("no embedder configured; kibble embed uses model=features (or features_lite0/1/2) settings")
     shard = parse_shard(cfg.get("shard"))
     dm = hydra.utils.instantiate(cfg.data)
     rows = dm.manifest if shard is None else shard_rows(dm.manifest, *shard)

@@ -21,7 +21,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     dm, model = build_data_and_model(cfg)
-    trainer = build_trainer(cfg, out_dir)
+    trainer = build_trainer(cfg, out_dir, has_val=len(dm.val_rows) > 0)
     log.info("training on %d images (inner val %d), %d classes", len(dm.fit_rows), len(dm.val_rows), len(dm.class_names))
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     restore_best(trainer, model)

@@ -65,9 +65,12 @@ def build_data_and_model(cfg: DictConfig, fit_ids: Sequence[str] | None = None, 
 
 
 def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True, extra_callbacks: Sequence[Any] = (),
-                  config_callbacks: bool = True, **overrides: Any) -> L.Trainer:
+                  config_callbacks: bool = True, has_val: bool = True, **overrides: Any) -> L.Trainer:
     """Trainer with the configured callbacks (unless config_callbacks=False) plus `extra_callbacks`;
-    checkpoints and logs go under out_dir."""
+    checkpoints and logs go under out_dir.
+
+    has_val=False (data.inner_val_fraction=0: every row is trained on): callbacks that watch a val/ metric
+    would fail on its absence, so early stopping is left out and the checkpoint keeps the last epoch."""
     out_dir = Path(out_dir)
     callbacks = list(extra_callbacks)
     for name, cb_cfg in ((cfg.get("callbacks") or {}) if config_callbacks else {}).items():
@@ -76,6 +79,12 @@ def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True
         kwargs = {}
         if cb_cfg._target_.endswith("ProgressBar") and overrides.get("enable_progress_bar") is False:
             continue
+        watches_val = str(cb_cfg.get("monitor") or "").startswith("val/")
+        if not has_val and watches_val and cb_cfg._target_.endswith("EarlyStopping"):
+            log.info("no inner validation rows: %s left out (training runs to trainer.max_epochs)", name)
+            continue
+        if not has_val and watches_val and cb_cfg._target_.endswith("ModelCheckpoint"):
+            kwargs["monitor"] = None  # the last epoch's weights
         if cb_cfg._target_.endswith("ModelCheckpoint") and cb_cfg.get("dirpath") is None:
             kwargs["dirpath"] = str(out_dir / "checkpoints")
         callbacks.append(hydra.utils.instantiate(cb_cfg, **kwargs))

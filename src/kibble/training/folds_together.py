@@ -209,6 +209,7 @@ def fit_heads(cfg: DictConfig, matrix: torch.Tensor, heads: list[HeadData], num_
     try:
         with warnings.catch_warnings():  # the batches are made in this process (no workers): the length is exact
             warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+            warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")  # no inner split
             trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     finally:
         if flushed:

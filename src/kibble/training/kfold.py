@@ -201,7 +201,8 @@ class KFoldRound:
         dm, model = build_data_and_model(cfg, fit_ids=fit_ids, dm=self._dm)
         self._dm = dm
         # one progress display across folds (ours); no per-fold bars inside it
-        trainer = build_trainer(cfg, self.fold_dir(k), with_logger=bool(cfg.get("logger")), extra_callbacks=[self._resume_callback(k)], enable_progress_bar=False)
+        trainer = build_trainer(cfg, self.fold_dir(k), with_logger=bool(cfg.get("logger")), extra_callbacks=[self._resume_callback(k)],
+                                has_val=len(dm.val_rows) > 0, enable_progress_bar=False)
         start_step = _checkpoint_step(resume)
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
         restore_best(trainer, model)
