@@ -18,7 +18,7 @@ from kibble.training.build import best_checkpoint, build_data_and_model, build_t
 def fit(cfg):
     """What `kibble train` does up to checkpoint selection; returns (dm, model, best checkpoint path)."""
     dm, model = build_data_and_model(cfg)
-    trainer = build_trainer(cfg, cfg.paths.output_dir)
+    trainer = build_trainer(cfg, cfg.paths.output_dir, has_val=len(dm.val_rows) > 0)  # as kibble train does
     trainer.fit(model, datamodule=dm)
     path = best_checkpoint(trainer)
     assert path and Path(path).is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kibble.benchmarks import replace_section
+from kibble.benchmarks import replace_section, scale_neighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -41,10 +41,10 @@ def test_neighbors_arm_runs_at_a_toy_size_and_its_exact_references_agree():
     assert [r["exact"].split()[0] for r in rows] == ["measured,", "200", "not"]
     assert all(0.8 < r["recall@10"] <= 1 and r["same flag"] > 0.9 for r in rows)
     assert rows[2]["exact s"] == pytest.approx(rows[1]["exact s"] * 4)  # N^2 from the largest measured
-    emb, labels, noisy = bench_scale.clustered_embeddings(800, 64)
+    emb, labels, noisy = scale_neighbors.clustered_embeddings(800, 64)
     assert emb.shape == (800, 64) and emb.dtype == np.float32 and 0.15 < noisy.mean() < 0.25 and labels.max() < 120
     some = np.arange(0, 800, 7)
-    sklearn_rows, brute_rows = bench_scale.exact_rows(emb, some, 5), bench_scale.flat_rows(emb, some, 5)
+    sklearn_rows, brute_rows = scale_neighbors.exact_rows(emb, some, 5), scale_neighbors.flat_rows(emb, some, 5)
     assert np.mean([len(set(a) & set(b)) for a, b in zip(sklearn_rows, brute_rows)]) > 4.95
 
 
@@ -61,8 +61,8 @@ def test_crossover_interpolates_where_exact_stops_being_cheaper():
     rows = [{"rows": 1000, "exact s": 1.0, "ANN s": 2.0, "exact": "measured"},
             {"rows": 4000, "exact s": 16.0, "ANN s": 8.0, "exact": "measured"},
             {"rows": 10 ** 6, "exact s": 1e6, "ANN s": 100.0, "exact": "not run: N^2"}]
-    assert bench_scale.crossover(rows) == pytest.approx(2000.0)
-    assert bench_scale.crossover(rows[1:]) is None
+    assert scale_neighbors.crossover(rows) == pytest.approx(2000.0)
+    assert scale_neighbors.crossover(rows[1:]) is None
 
 
 def test_neighbors_section_is_written_from_the_run(tmp_path: Path):
