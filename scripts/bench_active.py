@@ -66,7 +66,7 @@ def reusable(ws: Path, strategies: list[str], args) -> tuple[pd.DataFrame, float
     return curves.assign(n_seed_labels=info["n_seed_labels"]), float(info["minutes"])
 
 
-def missing_embeddings(overrides: list[str]) -> tuple[str, int, int]:
+def missing_embeddings(overrides: list[str], model: str = "features_lite0") -> tuple[str, int, int]:
     """(cache key, images missing from the shared feature cache, images) for the workspace in `overrides`:
     the loop would embed the missing ones, which a benchmark sharing the cache must not start by surprise."""
     import hydra
@@ -76,7 +76,7 @@ def missing_embeddings(overrides: list[str]) -> tuple[str, int, int]:
     from kibble.data.manifest import load_manifest, resolve_image_path
     from kibble.paths import Workspace
 
-    cfg = compose_config("loop", [*overrides, "mode=active", "experiment=active_imagewoof", "model=features_lite0"])
+    cfg = compose_config("loop", [*overrides, "mode=active", "experiment=active_imagewoof", f"model={model}"])
     ws = Workspace(cfg.workspace)
     key = hydra.utils.instantiate(cfg.embedder).cache_key(str(ws.read_state().get("data_root", ws.data_root)))
     rows = load_manifest(ws.manifest, ClassList.load(ws.classes).names).drop_duplicates("sample_id").reset_index(drop=True)

@@ -9,8 +9,8 @@ Protocol, fixed before the run (docs/benchmarks.md, "Protocol (all benchmarks)")
   to the headline after the run.
 - Imagewoof's train split is imported with zero labels (`pool.labels_per_class=0`: all 9,025 train
   images are the pool, their folder labels the simulated annotator's truth). The real
-  `kibble loop mode=active experiment=active_imagewoof model=features_lite0` (a linear head on cached
-  effnet-lite0 embeddings, trained with Lightning for 20 epochs each round; accuracy on Imagewoof's val split) runs
+  `kibble loop mode=active experiment=active_imagewoof` (a linear head on cached embeddings of the
+  features-mode default backbone, tf_efficientnet_lite1 since 2026-11-28, trained with Lightning for 20 epochs each round; accuracy on Imagewoof's val split) runs
   rounds of `active.batch_size=[10,10,30,50,100]`: 10, 20, 50, 100 and 200 labels, i.e. 1, 2, 5, 10
   and 20 labels per class.
 - Round 0 has no model: the model-free strategies (typiclust, probcover, atl_representative, random)
@@ -70,9 +70,19 @@ def per_class(labels: int) -> str:
     return f"{labels / N_CLASSES:g}/class"
 
 
+MODEL = "features"  # the features-mode default (lite1); the run of 2026-11-28 11:50 (git history) was on lite0
+
+
+def backbone() -> str:
+    """The embedder `model=MODEL` composes (the notes name what was measured)."""
+    from kibble.config import compose_config
+
+    return str(compose_config("loop", ["mode=active", "experiment=active_imagewoof", f"model={MODEL}"]).embedder.backbone)
+
+
 def loop_overrides(bench, ws: Path, strategies: list[str], seeds: list[int], schedule: list[int], extra: list[str]) -> list[str]:
     return [f"workspace={ws}", f"paths.cache_dir={bench.cache}", f"paths.effnet_lite0={bench.weights}", "mode=active",
-            "experiment=active_imagewoof", "model=features_lite0", "logger=none", "active.progress=false", f"active.strategy=[{','.join(strategies)}]",
+            "experiment=active_imagewoof", f"model={MODEL}", "logger=none", "active.progress=false", f"active.strategy=[{','.join(strategies)}]",
             "active.baseline=random", "active.cold_start=random", f"active.seeds=[{','.join(map(str, seeds))}]",
             f"active.batch_size=[{','.join(map(str, schedule))}]", *extra]
 
@@ -102,7 +112,7 @@ def zero_label_workspace(bench, name: str, allow_embed: bool) -> Path:
     common = [f"workspace={ws}", f"paths.cache_dir={bench.cache}", f"paths.effnet_lite0={bench.weights}"]
     import_data.run(compose_config("import", ["source=image_folder", f"source.root={bench.root}", "overwrite=true",
                                               "pool.labels_per_class=0", *common]))
-    key, missing, total = missing_embeddings(common)
+    key, missing, total = missing_embeddings(common, MODEL)
     if missing and not allow_embed:
         raise SystemExit(f"the feature cache {bench.cache}/features/{key} lacks {missing} of {total} embeddings; the loop would embed "
                          "them. Let the run that fills the shared cache finish, or pass --allow-embed")
@@ -215,10 +225,10 @@ def protocol_notes(args, fallbacks: int, minutes: list[float], load_start: float
     return [
         "Secondary strategies are context, not a pick: choosing the best of them after seeing this table would be an oracle on the "
         "split they are scored on.",
-        f"Protocol: Imagewoof imported with zero labels (all train images in the pool); `kibble loop mode=active experiment=active_imagewoof model=features_lite0` "
+        f"Protocol: Imagewoof imported with zero labels (all train images in the pool); `kibble loop mode=active experiment=active_imagewoof` "
         f"with `active.batch_size=[{','.join(map(str, args.schedule))}]`, `active.cold_start=random` (round 0 of margin, bald and hybrid; "
         "atl_uncertainty too) and training seeds "
-        f"{args.seeds}; a linear head on cached effnet-lite0 (224 px) embeddings, 20 epochs per round; accuracy on Imagewoof's val "
+        f"{args.seeds}; a linear head on cached {backbone()} embeddings (model={MODEL}, the default), 20 epochs per round; accuracy on Imagewoof's val "
         "split (3,929 images). Cells: mean ± sample std over seeds; gaps paired with random's curve of the same seed; "
         "labels to reach random's accuracy interpolated linearly between budgets, over the seeds that reached it (n/seeds). "
         "atl_uncertainty ran in its own loop holding out 20 % of its labels (data.inner_val_fraction=0.2); with fewer than 5 "

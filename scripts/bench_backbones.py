@@ -6,7 +6,7 @@ Issue 14 asks for the default backbone to be picked by measurement, not habit: d
 against what the embedding costs. Protocol, fixed before the run:
 - Dev noise settings only (random5, random25, lookalike20; scripts/bench_cleaning.py's labels), seeds
   0-2 (noise draw and fold split). Each backbone embeds the train split once at its native size
-  (`model=features`, `features_lite1`, `features_lite2`: 224, 240, 260 px; workspaces of the train rows
+  (`model=features_lite0`, `features_lite1`, `features_lite2`: 224, 240, 260 px; workspaces of the train rows
   alone) into the benchmarks' shared cache (a killed embedding resumes from its last chunk), then one
   real k-fold round per setting and seed with the shipped head (conf/model/features.yaml) and the shipped queue ranking
   (conf/strategy/default.yaml), both chosen on lite0.
@@ -35,7 +35,7 @@ from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, open_run, 
 from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS
 from kibble.benchmarks.protocol import mean_std, relative_to_best
 
-BACKBONES = {"lite0": "features", "lite1": "features_lite1", "lite2": "features_lite2"}  # name -> conf/model/
+BACKBONES = {"lite0": "features_lite0", "lite1": "features_lite1", "lite2": "features_lite2"}  # name -> conf/model/
 COST_ORDER = ["lite0", "lite1", "lite2"]
 WITHIN = 0.99  # worst-case relative score a cheaper backbone needs to be the pick
 

@@ -173,11 +173,12 @@ def main() -> None:
         "noise (where random) and the fold split. Budget = the number of wrong labels. Mean ± sample std over seeds.",
         "Noise settings (kibble/benchmarks/imagewoof_cleaning.py): dev = random5, random25 (uniform flips; seed 0 = fastai's noisy_imagewoof.csv "
         "column, other seeds a fresh draw), lookalike20 (20 % flipped to the most probable wrong breed under kibble's own clean-label OOF, from the clean rounds made once on "
-        "2026-11-27 with the head of that day and kept, so every head is scored on the same labels); "
+        "2026-11-27 with the lite0 embeddings and head of that day and kept, so every head and backbone is scored on the same labels); "
         "test = random50, pairs25 (25 % of each breed swapped with its look-alike partner, pairs fixed in advance), crowd (one label per image from "
         "5 simulated annotators, error rates 5-40 %, own confusion matrices, erring on images the ImageNet head finds hard, 70 % of errors to its "
-        "look-alike), imagenet20 (20 % flipped to the most probable wrong breed under the backbone's ImageNet head, not kibble's head).",
-        "Caveat (data README): ~96 % of Imagewoof files are ImageNet train images the backbone has seen, so absolute detection numbers are optimistic; "
+        "look-alike), imagenet20 (20 % flipped to the most probable wrong breed under tf_efficientnet_lite0's own ImageNet head, not kibble's head). "
+        "The look-alike noise thus comes from lite0 whatever backbone the detector runs on.",
+        "Caveat (data README): ~96 % of Imagewoof files are ImageNet train images the backbones have seen, so absolute detection numbers are optimistic; "
         "the crowd is simulated, not real human labels.",
     ]
     dev_notes = [

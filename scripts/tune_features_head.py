@@ -142,13 +142,15 @@ def main() -> None:
         f"settings only ({', '.join(DEV_SETTINGS)}; the labels of scripts/bench_cleaning.py), seeds {seeds} (noise draw and fold split). "
         "Mean ± sample std over seeds.",
         "Candidates differ only in the optimizer, its weight decay and the inner split; everything else is `experiment=imagewoof_features`: "
-        f"{head_summary(overrides(CANDIDATES[chosen]))}. AdamW's decay is decoupled (lr x decay a step); Adam's is an L2 term "
-        "in the mean loss, as LogisticRegression's (its C = 1 / (decay x n)).",
+        f"{head_summary(overrides(CANDIDATES[chosen]))}. Adam's decay is an L2 term in the mean loss, as LogisticRegression's "
+        "(its C = 1 / (decay x n)). The no-inner-split heads train every fold row for all the epochs, as a LogisticRegression fit does.",
+        "Order: scripts/bench_backbones.py picked the backbone on the same dev settings under the head shipped then; this script then "
+        "re-chose the head on that backbone (git history keeps the earlier lite0 runs: Adam, L2 1 with a 10 % inner split, chosen over AdamW 1e-3).",
         f"Score: the mean AUPRC of {' and '.join(BASE_RANKINGS)} (the base rankings every kibble queue combines). Rule: the candidate whose worst "
         "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie goes to the better mean, then the earlier, old head). "
         f"The choice ({chosen}) was written to conf/model/features.yaml before scripts/bench_cleaning.py chose the rankings and ran the test settings.",
         f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores; {run.reused} of {len(table)} rounds reused from an earlier run of the "
-        "same settings (a first run trains each round in about 10-20 s).",
+        "same settings (a first run trains each round in about 20-30 s).",
     ]
     if not args.no_record:
         record("Features-mode head, dev: choosing its regularisation (scripts/tune_features_head.py)", summary, notes)

@@ -17,8 +17,7 @@ Reviews table (`REVIEW_COLUMNS`), one row per (sample, annotator):
   holds several annotators' answers: each becomes its own row (with its `lead_time`); an
   annotation without `completed_by` is an error (it could not be told apart from another's vote).
 
-Reading never writes anything. Every problem raises KibbleError naming the file, the row or task,
-and the fix.
+Reading never writes anything; every problem raises KibbleError naming the file, row or task, and fix.
 """
 
 from __future__ import annotations
