@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kibble.benchmarks import record
-from kibble.benchmarks.cleaning_run import CleaningRun, head_summary, open_run, shipped_strategy
+from kibble.benchmarks.cleaning_run import CleaningRun, head_config, head_summary, open_run, shipped_strategy
 from kibble.benchmarks.imagewoof_cleaning import DEV_SETTINGS
 from kibble.benchmarks.protocol import mean_std, relative_to_best
 
@@ -85,17 +85,6 @@ def timed_cost(run: CleaningRun, names: list[str], n_images: int, rounds: int = 
     return {n: float(np.median(t)) for n, t in times.items()}
 
 
-def embedding_cost(run: CleaningRun, name: str) -> tuple[float, str]:
-    """(seconds per image, device) over the cache's recorded embedding runs of tf_efficientnet_<name> at native size."""
-    seconds = images = 0.0
-    devices = set()
-    for meta in run.setup.cache.glob(f"*/tf_efficientnet_{name}-*/meta.json"):
-        for r in json.loads(meta.read_text()).get("embedding_runs", []):
-            seconds, images = seconds + float(r["seconds"]), images + float(r["images"])
-            devices.add(r.get("device", "?"))
-    return (seconds / images if images else float("nan")), ",".join(sorted(devices)) or "-"
-
-
 def score(run: CleaningRun, name: str, setting: str, seed: int, shipped: dict) -> dict:
     from kibble.benchmarks.cleaning_arms import Inputs
     from kibble.metrics.detection import detection_metrics
@@ -142,10 +131,9 @@ def main() -> None:
     rows = []
     for n in names:
         t = table[table["ranking"] == n]
-        cost, device = embedding_cost(run, n)
         row = {"backbone": f"tf_efficientnet_{n} (model={BACKBONES[n]})",
                "embed cost vs lite0 (same run)": f"{timed[n] / timed[names[0]]:.2f}x" if names[0] == "lite0" else "-",
-               "embed s/image (same run)": f"{timed[n]:.3f}", "embed s/image (cache's runs)": f"{cost:.3f} ({device})",
+               "embed s/image (same run)": f"{timed[n]:.3f}",
                "worst (rel. to best)": round(float(worst[n]), 4), "pick": "yes" if n == chosen else ""}
         for s in DEV_SETTINGS:
             row[f"{s} AUPRC"] = mean_std(t.loc[t["setting"] == s, "AUPRC"])
@@ -157,17 +145,18 @@ def main() -> None:
     print(f"\npick on dev: {chosen}")
     if args.quick or args.no_record:
         return
+    default = head_config(["experiment=imagewoof_features"])["embedder"]["backbone"]
     ranking = json.dumps(shipped["params"].get("combine")) if shipped["strategies"] == ["combine"] else shipped["strategies"][0]
     notes = [
         f"Imagewoof train {len(run.clean[0].given)} images, dev noise settings only ({', '.join(DEV_SETTINGS)}), seeds {seeds}; each backbone at its "
         f"native size, one k-fold round per setting and seed with the shipped head ({head_summary()}) and the shipped queue ranking "
-        f"({ranking}), both chosen on lite0. Mean ± sample std over seeds.",
+        f"({ranking}), both chosen on dev with the default backbone of the day ({default}). Mean ± sample std over seeds.",
         f"Rule (declared before the run): the cheapest backbone whose worst dev setting is >= {WITHIN} of the best backbone there; "
-        f"else the best. Pick: {chosen}. conf/model/features.yaml's embedder is changed by hand if the pick is not lite0.",
+        f"else the best. Pick: {chosen}. conf/model/features.yaml's embedder ({default}) is changed by hand when the pick differs; "
+        "the head and the ranking are then re-chosen on dev (scripts/tune_features_head.py, scripts/bench_cleaning.py) before any test run.",
         f"Embedding cost (same run): the same {args.cost_images} train images embedded by each backbone into a throwaway cache, the backbones "
         "taking turns twice, median seconds per image (2 CPU cores, fp32, DataLoader workers as configured); the ratio to lite0 is the number "
-        "to read. The cache's column averages the embedding runs that filled the shared cache, under whatever load each had: not comparable "
-        "across backbones.",
+        "to read (the shared cache's own timings were made under different loads and are not shown).",
         "Caveat: ~96 % of Imagewoof's images are ImageNet-train images all three backbones were trained on.",
         f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min; {run.reused} of {len(table)} rounds reused from an earlier run.",
     ]
