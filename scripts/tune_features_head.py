@@ -12,7 +12,7 @@ the head's regularisation, and under the protocol it may be chosen on dev settin
 2. Score: the mean AUPRC of the two base rankings every kibble queue is built from (self_confidence and
    normalized_margin); the OOF accuracy against the truth is reported beside it.
 3. Choose the candidate whose WORST dev setting is best (kibble.benchmarks.protocol.choose, relative to
-   the best candidate per setting; a tie goes to the better mean, then to the earlier, i.e. the old, head), write it into
+   the best candidate per setting; a tie goes to the better mean, then to the earlier, i.e. the shipped, head), write it into
    conf/model/features.yaml, and regenerate this script's section of docs/benchmarks.md.
 Run it before scripts/bench_cleaning.py: the rankers are then chosen on the chosen head's OOF.
 """
@@ -47,16 +47,17 @@ class Head(NamedTuple):
     inner_val: float = 0.1
 
 
-# name -> Head. AdamW's decay is decoupled (shrinks the weights by lr x decay a step); Adam's is an L2 term in the
-# loss, like LogisticRegression's 1/C. The shipped head comes first: a full tie keeps it. The no-split heads train
-# every fold row for the full epochs, as a LogisticRegression fit does (no early stop on a noisy inner split).
+# name -> Head. Adam's decay is an L2 term in the loss, like LogisticRegression's 1/C. The shipped head comes first:
+# a full tie keeps it. The no-split heads train every fold row for the full epochs, as a LogisticRegression fit
+# does (no early stop on a noisy inner split); the others stop early on a 10 % inner split. The names also name
+# each candidate's workspaces (head_<slug>_<setting>_s<seed>), so a renamed candidate trains again.
 CANDIDATES = {
-    "Adam, L2 1 (shipped)": Head("torch.optim.Adam", 1.0),
+    "Adam, L2 1, no inner split": Head("torch.optim.Adam", 1.0, 0.0),
+    "Adam, L2 0.3, no inner split": Head("torch.optim.Adam", 0.3, 0.0),
+    "Adam, L2 3, no inner split": Head("torch.optim.Adam", 3.0, 0.0),
+    "Adam, L2 1, inner split": Head("torch.optim.Adam", 1.0),
     "Adam, L2 0.3": Head("torch.optim.Adam", 0.3),
     "Adam, L2 3": Head("torch.optim.Adam", 3.0),
-    "Adam, L2 0.3, no inner split": Head("torch.optim.Adam", 0.3, 0.0),
-    "Adam, L2 1, no inner split": Head("torch.optim.Adam", 1.0, 0.0),
-    "Adam, L2 3, no inner split": Head("torch.optim.Adam", 3.0, 0.0),
 }
 
 
@@ -147,7 +148,7 @@ def main() -> None:
         "Order: scripts/bench_backbones.py picked the backbone on the same dev settings under the head shipped then; this script then "
         "re-chose the head on that backbone (git history keeps the earlier lite0 runs: Adam, L2 1 with a 10 % inner split, chosen over AdamW 1e-3).",
         f"Score: the mean AUPRC of {' and '.join(BASE_RANKINGS)} (the base rankings every kibble queue combines). Rule: the candidate whose worst "
-        "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie goes to the better mean, then the earlier, old head). "
+        "dev setting is best, relative to the best candidate there (kibble.benchmarks.protocol.choose; a tie goes to the better mean, then the earlier, i.e. the shipped, head). "
         f"The choice ({chosen}) was written to conf/model/features.yaml before scripts/bench_cleaning.py chose the rankings and ran the test settings.",
         f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min on 2 cores; {run.reused} of {len(table)} rounds reused from an earlier run of the "
         "same settings (a first run trains each round in about 20-30 s).",

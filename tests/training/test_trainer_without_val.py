@@ -34,9 +34,9 @@ def loader(n: int = 32) -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g)), batch_size=8)
 
 
-def config(tmp_path):
+def config(tmp_path, *extra: str):
     return compose_config("kfold", ["workspace=unused", "model=features_lite0", "trainer.max_epochs=3", "logger=none",
-                                    "trainer.accelerator=cpu", "trainer.devices=1"], output_dir=tmp_path)
+                                    "trainer.accelerator=cpu", "trainer.devices=1", *extra], output_dir=tmp_path)
 
 
 def test_without_val_early_stopping_is_left_out_and_the_last_epoch_is_kept(tmp_path):
@@ -56,3 +56,13 @@ def test_with_val_the_configured_callbacks_watch_it(tmp_path):
     assert len(stopping) == 1 and stopping[0].monitor == "val/acc" and checkpoint.monitor == "val/acc"
     trainer.fit(Tiny(), train_dataloaders=loader(), val_dataloaders=loader(16))
     assert checkpoint.best_model_path
+
+
+def test_without_val_a_top_k_checkpoint_keeps_only_the_last(tmp_path):
+    """Lightning refuses save_top_k > 1 without a metric to rank by; with no val rows there is only the last epoch."""
+    trainer = build_trainer(config(tmp_path, "callbacks.model_checkpoint.save_top_k=3"), tmp_path, with_logger=False, has_val=False,
+                            enable_progress_bar=False)
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    assert checkpoint.monitor is None and checkpoint.save_top_k == 1
+    trainer.fit(Tiny(), train_dataloaders=loader())
+    assert torch.load(checkpoint.best_model_path, weights_only=False)["epoch"] == 2

@@ -84,7 +84,7 @@ def build_trainer(cfg: DictConfig, out_dir: str | Path, with_logger: bool = True
             log.info("no inner validation rows: %s left out (training runs to trainer.max_epochs)", name)
             continue
         if not has_val and watches_val and cb_cfg._target_.endswith("ModelCheckpoint"):
-            kwargs["monitor"] = None  # the last epoch's weights
+            kwargs.update(monitor=None, save_top_k=1)  # the last epoch's weights (Lightning allows no other top-k without a metric)
         if cb_cfg._target_.endswith("ModelCheckpoint") and cb_cfg.get("dirpath") is None:
             kwargs["dirpath"] = str(out_dir / "checkpoints")
         callbacks.append(hydra.utils.instantiate(cb_cfg, **kwargs))
