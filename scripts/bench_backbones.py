@@ -149,7 +149,7 @@ def main() -> None:
     ranking = json.dumps(shipped["params"].get("combine")) if shipped["strategies"] == ["combine"] else shipped["strategies"][0]
     notes = [
         f"Imagewoof train {len(run.clean[0].given)} images, dev noise settings only ({', '.join(DEV_SETTINGS)}), seeds {seeds}; each backbone at its "
-        f"native size, one k-fold round per setting and seed with the shipped head ({head_summary()}) and the shipped queue ranking "
+        f"native size, one k-fold round per setting and seed with the shipped head ({head_summary(with_backbone=False)}) and the shipped queue ranking "
         f"({ranking}), both chosen on dev with the default backbone of the day ({default}). Mean ± sample std over seeds.",
         f"Rule (declared before the run): the cheapest backbone whose worst dev setting is >= {WITHIN} of the best backbone there; "
         f"else the best. Pick: {chosen}. conf/model/features.yaml's embedder ({default}) is changed by hand when the pick differs; "

@@ -154,8 +154,9 @@ def shipped_strategy() -> dict:
     return OmegaConf.to_container(compose_config("kfold", []).strategy, resolve=False)
 
 
-def head_summary(overrides: list[str] | None = None) -> str:
-    """One line on the head `experiment=imagewoof_features` trains (for a benchmark's notes)."""
+def head_summary(overrides: list[str] | None = None, with_backbone: bool = True) -> str:
+    """One line on the head `experiment=imagewoof_features` trains (for a benchmark's notes); with_backbone=False
+    leaves the embedder out (a note comparing backbones under the same head)."""
     cfg = head_config(["experiment=imagewoof_features", *(overrides or [])])
     opt, stop = cfg["model"]["optimizer"], cfg["callbacks"].get("early_stopping") or {}
     kind = "hidden layer" if cfg["model"].get("hidden") else "linear"
@@ -164,6 +165,7 @@ def head_summary(overrides: list[str] | None = None) -> str:
         stopping = "no inner split: every fold row trained on, the last epoch kept"
     else:
         stopping = f"early stopping on a {inner:.0%} inner split's {stop.get('monitor')} (patience {stop.get('patience')})" if stop else "no early stopping"
-    return (f"{cfg['embedder']['backbone']} embeddings, {kind} head, {opt['_target_'].rsplit('.', 1)[-1]} lr {opt.get('lr')} weight_decay {opt.get('weight_decay')}, "
+    embeddings = f"{cfg['embedder']['backbone']} embeddings, " if with_backbone else ""
+    return (f"{embeddings}{kind} head, {opt['_target_'].rsplit('.', 1)[-1]} lr {opt.get('lr')} weight_decay {opt.get('weight_decay')}, "
             f"dropout {cfg['model'].get('dropout')}, label smoothing {cfg['model'].get('label_smoothing')}, "
             f"up to {cfg['trainer'].get('max_epochs')} epochs, {stopping}")
