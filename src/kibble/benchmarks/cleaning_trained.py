@@ -304,19 +304,23 @@ def notes_for(settings: Settings, args, seeds: list[int], rates: list[float], wa
     rounds = settings.rounds
     group_seconds = [g["seconds"] for g in results["groups"].values()]
     compute = sum(group_seconds) + sum(results.get("clean_seconds", {}).values())
+    group = next(iter(results["groups"].values()), None)
+    noise0 = group["arms"]["noisy"]["noise"] if group else 0  # share of wrong train labels; n_wrong is their count
+    n_train = f"{round(group['n_wrong'] / noise0):,}" if noise0 else "the"
+    batch = 64 if settings.data == "digits" else 128 if settings.gpu else 32
     data = ("built-in digits (scikit-learn's 1,797 8x8 digits as 32 px PNGs; 1,438 train / 359 test, stratified, split seed 0)"
-            if settings.data == "digits" else f"Imagewoof (shared copy; train / val as test) at {settings.size} px")
+            if settings.data == "digits" else f"Imagewoof (KIBBLE_IMAGEWOOF, else the shared copy; train / val as test) at {settings.size} px")
     model = (f"timm `{settings.backbone}` from scratch at {settings.size} px (model=small, data=digits augmentation), {settings.epochs} epochs"
              if settings.data == "digits" else f"tf_efficientnet_lite0 fine-tuned from the offline ImageNet weights at {settings.size} px, {settings.epochs} epochs")
     notes = [
-        f"Protocol: per noise rate and seed, the same CNN is trained ({model}, AdamW + warmup-cosine, batch 64) with the same training seed on "
+        f"Protocol: per noise rate and seed, the same CNN is trained ({model}, AdamW + warmup-cosine, batch {batch}) with the same training seed on "
         f"noisy labels, clean labels, and the labels after 1 and {rounds} rounds of each cleaning arm; its test accuracy on the untouched test split "
         "is reported. No early stopping and no checkpoint pick on an inner split of the (noisy) train labels: every train label is trained on and "
         "the last epoch is tested, as a training run that trusts its labels would.",
-        f"Data: {data}. Noise: uniform flips (kibble.noise.uniform_flips), exactly rate x 1,438 train labels, each to a random wrong class; "
+        f"Data: {data}. Noise: uniform flips (kibble.noise.uniform_flips), exactly rate x {n_train} train labels, each to a random wrong class; "
         f"seeds {', '.join(map(str, seeds))} draw the noise, the fold split, the annotator, the random picks and the training run.",
         f"kibble loop arm: the real `kibble loop` (kibble.tasks.loop.run) as the README's main job configures it (conf/experiment/demo_loop.yaml): "
-        f"features mode, frozen tf_efficientnet_lite0 (offline ImageNet weights) embeddings at {settings.embed_size} px, a head per fold "
+        f"features mode, frozen tf_efficientnet_lite0 (offline ImageNet weights) embeddings at {settings.embed_size or 224} px, a head per fold "
         f"(cv=kfold3, {settings.head_epochs} max epochs), then the queue of the SHIPPED conf/strategy/default.yaml "
         f"({settings.strategy}; only strategy.budget set), the simulated annotator (conf/annotator/simulated.yaml, error rate 0) answering from "
         "true_label, and the merge. The HTML round report is switched off (round_callbacks.report=null).",
