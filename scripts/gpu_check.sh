@@ -3,7 +3,9 @@
 #   (a) a plain PyTorch bf16 loop and (b) `kibble train` on the same Imagewoof subset, model
 #   (tf_efficientnet_lite0, offline ImageNet weights, 224 px), batch and transforms: images/s of both,
 #   their ratio (target kibble >= 0.95x plain), peak memory, the GPU's name;
-#   (c) a 3-fold fine-tune `kibble kfold` round, 1 epoch per fold, with its queue.
+#   (c) a 3-fold fine-tune `kibble kfold` round, 1 epoch per fold, with its queue;
+#   optional: (d) --own-folder (the README's own-folder commands timed on the GPU), (e) --cleaning-trained-until S
+#   [--hard-stop S2] (bench_cleaning_trained --gpu, time-boxed); both record into $OUT/benchmarks.md.
 # Summary: $OUT/gpu_check.json (or .gpu/out/ without $OUT), log beside it.
 #
 #   make gpu-wheels && python scripts/gpu_check_data.py          # here, with network and ../shared/data

@@ -32,7 +32,7 @@ def test_quick_run_cleans_labels_and_records_every_arm(tmp_path: Path, effnet_we
     assert table.loc[table["arm"] == "kibble loop, 1 round", "reviews"].iloc[0] == "288"  # ceil(0.5 x 575 wrong labels)
     text = doc.read_text()
     assert text.count("## Label cleaning where noise hurts: a CNN trained end to end (digits)") == 1
-    for phrase in ("Command: `python", "Budget per round", "Random relabel arm", "conf/strategy/default.yaml", "`--gpu`", "load average"):
+    for phrase in ("Command: `python", "Budget per round", "exactly rate x 1,438 train labels", "batch 64", "Random relabel arm", "conf/strategy/default.yaml", "`--gpu`", "load average"):
         assert phrase in text
 
 
@@ -53,3 +53,14 @@ def test_random_relabelling_never_asks_twice_and_spends_the_budget(digits_worksp
     share, wrong = bench_cleaning_trained.label_noise(ws)
     hits = sum(round(r["queue_precision"] * 100) for r in rows)
     assert wrong == 575 - hits  # every wrong label it asked about is corrected, nothing else changes
+
+
+def test_a_deadline_already_past_starts_no_seed_and_records_nothing(tmp_path: Path):
+    """--deadline-s (a time-boxed GPU lease): no seed starts after it; with none finished, the page is untouched."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    table = bench_cleaning_trained.main(["--workdir", str(tmp_path / "work"), "--doc", str(doc), "--seeds", "0", "--rates", "0.4",
+                                         "--deadline-s", "0"])
+    assert table.empty
+    assert doc.read_text() == "# Benchmarks\n"
+    assert not (tmp_path / "work" / "results.json").exists()
