@@ -85,6 +85,11 @@ def test_configure_drops_the_tip_but_keeps_real_warnings(caplog: pytest.LogCaptu
             logger.info("💡 Tip: install our cloud product")
             logger.info("GPU available: False, used: False")
             logging.getLogger("lightning.fabric.utilities.seed").info("[rank: 1] Seed set to 0")  # a DDP child rank
+            logger.info("Using bfloat16 Automatic Mixed Precision (AMP)")
+            logger.info("`Trainer.fit` stopped: `max_epochs=30` reached.")
+            cuda = logging.getLogger("lightning.pytorch.accelerators.cuda")
+            with caplog.at_level(logging.INFO, logger=cuda.name):
+                cuda.info("LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]")
             logger.warning("`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.")
         assert [r.getMessage() for r in caplog.records] == ["`Trainer(limit_val_batches=1)` was configured so 1 batch will be used."]
         with warnings.catch_warnings(record=True) as caught:

@@ -34,6 +34,7 @@ LIGHTNING_LOGGERS = (
     "lightning_utilities.core.rank_zero",
     "lightning.fabric.utilities.seed",
     "pytorch_lightning.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",  # its own logger: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" per Trainer
 )
 # Records that are advertising or environment chatter, never something to act on.
 NOISE_MESSAGES = (
@@ -42,6 +43,10 @@ NOISE_MESSAGES = (
     r"You are using a CUDA device .*set_float32_matmul_precision",
     r"Seed set to ",
     r"Loading `train_dataloader` to estimate number of stepping batches",
+    # per Trainer, so once per fold: a k-fold round on a GPU printed 15 of these around its own 5 lines
+    r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ",
+    r"Using (?:16bit|bfloat16) Automatic Mixed Precision \(AMP\)",
+    r"`Trainer\.fit` stopped: `max_epochs=",  # the heads train a fixed number of epochs by design (no inner split)
 )
 # Known third-party deprecations raised from library code the user does not own (message regexes).
 KNOWN_WARNINGS = (
