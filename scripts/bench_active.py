@@ -8,8 +8,8 @@ run (`--headline`, by default the package's default active strategy, `active.str
 conf/active/default.yaml); `--others` are secondary and never promoted to the headline after the fact.
 For every pool seed S the Imagewoof train split is re-imported with a different labelled seed set
 (`pool.seed=S`, 20 labels per class; the embeddings come from the shared feature cache, so this is
-cheap), and the real `kibble loop mode=active` (experiment=active_imagewoof model=features_lite0: a linear head on
-cached effnet-lite0 embeddings trained through the package's Lightning path each round, the simulated
+cheap), and the real `kibble loop mode=active` (experiment=active_imagewoof model=features: a linear head on
+cached embeddings of the features-mode default backbone, tf_efficientnet_lite1 since 2026-11-28, trained through the package's Lightning path each round, the simulated
 annotator and `merge` every round) runs each strategy and random with training seed S. Per pool seed,
 each strategy is paired with random's curve of that seed: labels needed to reach random's final
 accuracy (and the share of random's labels), the final accuracy gap and the gap averaged over rounds;
@@ -33,6 +33,7 @@ from kibble.config import compose_config
 from kibble.metrics.learning_curve import CURVE_COLUMNS, mean_curves, per_seed_savings, seed_summary
 
 TITLE = "Active learning on Imagewoof: the default strategy vs random, over pool seeds (scripts/bench_active.py)"
+MODEL = "features"  # the features-mode default (lite1); the run of 2026-11-28 04:00 (git history) was on lite0
 TARGET_SHARE = 0.6  # the issue's target: reach random's final accuracy with <= 60 % of its labels
 
 
@@ -66,7 +67,7 @@ def reusable(ws: Path, strategies: list[str], args) -> tuple[pd.DataFrame, float
     return curves.assign(n_seed_labels=info["n_seed_labels"]), float(info["minutes"])
 
 
-def missing_embeddings(overrides: list[str], model: str = "features_lite0") -> tuple[str, int, int]:
+def missing_embeddings(overrides: list[str], model: str = MODEL) -> tuple[str, int, int]:
     """(cache key, images missing from the shared feature cache, images) for the workspace in `overrides`:
     the loop would embed the missing ones, which a benchmark sharing the cache must not start by surprise."""
     import hydra
@@ -85,6 +86,13 @@ def missing_embeddings(overrides: list[str], model: str = "features_lite0") -> t
     return key, int(todo.sum()), len(rows)
 
 
+def embedder_name() -> str:
+    """The backbone and input size `model=MODEL` composes (the notes name what was measured)."""
+    cfg = compose_config("loop", ["mode=active", "experiment=active_imagewoof", f"model={MODEL}"])
+    size = cfg.embedder.get("input_size")
+    return f"{cfg.embedder.backbone}" + (f" ({size} px)" if size else " (its pretrained input size)")
+
+
 def run_pool_seed(bench, seed: int, strategies: list[str], args) -> tuple[pd.DataFrame, float, bool]:
     """Re-import with seed set `seed`, run `kibble loop mode=active` with training seed `seed`: (curves, minutes, reused)."""
     from kibble.tasks import import_data, loop
@@ -100,7 +108,7 @@ def run_pool_seed(bench, seed: int, strategies: list[str], args) -> tuple[pd.Dat
     if missing and not args.allow_embed:
         raise SystemExit(f"the feature cache {bench.cache}/features/{key} lacks {missing} of {total} embeddings for pool seed {seed}; "
                          "the loop would embed them. Let the run that fills the shared cache finish, or pass --allow-embed")
-    overrides = [*common, "mode=active", "experiment=active_imagewoof", "model=features_lite0", "logger=none", "active.progress=false",
+    overrides = [*common, "mode=active", "experiment=active_imagewoof", f"model={MODEL}", "logger=none", "active.progress=false",
                  f"active.strategy=[{','.join(strategies)}]", "active.baseline=random", f"active.seeds=[{seed}]",
                  f"active.rounds={args.rounds}", f"active.batch_size={args.batch}"]
     result = loop.run(compose_config("loop", overrides))
@@ -209,8 +217,8 @@ def main() -> None:
         "them after seeing this table would be an oracle on the split they are scored on.",
         f"Protocol: pool seeds {args.pool_seeds}; each re-imports Imagewoof's train split with a different labelled seed set "
         f"({args.labels_per_class}/class = {int(curves['n_seed_labels'].iloc[0])} labels, `pool.seed=S`) and runs "
-        f"`kibble loop mode=active experiment=active_imagewoof model=features_lite0` with training seed S for every arm, {args.batch} new labels/round, "
-        f"{args.rounds} rounds; a linear FeatureClassifier head on cached effnet-lite0 (224 px) embeddings, trained with Lightning "
+        f"`kibble loop mode=active experiment=active_imagewoof model={MODEL}` with training seed S for every arm, {args.batch} new labels/round, "
+        f"{args.rounds} rounds; a linear FeatureClassifier head on cached {embedder_name()} embeddings, trained with Lightning "
         "for a fixed 20 epochs each round; accuracy on Imagewoof's val split. Each strategy is paired with random's curve of the "
         "same pool seed; labels to reach random's final accuracy are interpolated linearly between rounds (`reached` counts the "
         "seeds where the curve got there; the share's mean ± std is over those). Gaps: paired t-test over seeds at 5 %, "
@@ -218,7 +226,7 @@ def main() -> None:
         f"Noise floor: random itself first touches its own final accuracy at {pm(rnd['share_of_random_labels_mean'], rnd['share_of_random_labels_std'], '{:.0%}')} "
         "of its labels (its curve is noisy on its plateau), so a share near that is not all due to selection.",
         f"Mean accuracy at {' / '.join(str(int(m)) for m in marks)} labels: {curve_line}.",
-        f"Caveats: the curves are flat -- frozen effnet-lite0 features already give {start_acc:.3f} at {int(marks[0])} labels and random "
+        f"Caveats: the curves are flat -- frozen {embedder_name()} features already give {start_acc:.3f} at {int(marks[0])} labels and random "
         f"ends at {rnd['final_accuracy_mean']:.3f}, so the whole room between strategies is about {room:.1f} accuracy point(s), and a label "
         "count \"saved\" is read off a nearly horizontal curve. About "
         "96 % of Imagewoof's images are ImageNet-train images the backbone was trained on, so these embeddings are unusually good "
