@@ -56,6 +56,18 @@ def test_loaders_keep_train_and_val_workers_and_use_workers_to_predict(digits_wo
         ManifestDataModule(str(digits_workspace), pin_memory="sometimes")
 
 
+def test_drop_last_keeps_train_batches_full_but_never_leaves_none(digits_workspace: Path):
+    dm = ManifestDataModule(str(digits_workspace), num_workers=0, batch_size=16, drop_last=True).configure(DATA_CONFIG)
+    dm.setup("fit")
+    assert len(dm.fit_rows) % 16 != 0  # a partial last batch exists to be dropped
+    assert len(dm.train_dataloader()) == len(dm.fit_rows) // 16
+    assert {len(batch[1]) for batch in dm.train_dataloader()} == {16}
+    assert len(dm.val_dataloader()) == -(-len(dm.val_rows) // 16)  # evaluation keeps every row
+    huge = ManifestDataModule(str(digits_workspace), num_workers=0, batch_size=100_000, drop_last=True).configure(DATA_CONFIG)
+    huge.setup("fit")
+    assert len(huge.train_dataloader()) == 1  # fewer rows than a batch: kept, not dropped to nothing
+
+
 def test_exif_orientation_is_honoured(tmp_path: Path):
     pixels = np.zeros((20, 40, 3), np.uint8)  # stored landscape: left half red, right half blue
     pixels[:, :20, 0] = 255

@@ -130,6 +130,7 @@ class ManifestDataModule(L.LightningDataModule):
         decoded_cache: bool = False,
         decoded_cache_dir: str | None = None,
         normalize_on_device: bool = False,
+        drop_last: bool = False,
     ):
         super().__init__()
         self.workspace = Workspace(workspace).require()
@@ -151,6 +152,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.decoded_cache = bool(decoded_cache)
         self.decoded_cache_dir = decoded_cache_dir
         self.normalize_on_device = bool(normalize_on_device)
+        self.drop_last = bool(drop_last)
         if self.augment.get("jitter_on_device") and not self.normalize_on_device:
             raise KibbleError("data.augment.jitter_on_device=true needs data.normalize_on_device=true (the device jitters uint8 batches)")
         self._device_transform: DeviceTransform | None = None
@@ -247,7 +249,7 @@ class ManifestDataModule(L.LightningDataModule):
         images = self._decoded_images(rows) if self.decoded_cache and len(rows) else None
         return ManifestDataset(rows, self.workspace.data_root, self.class_names, transform, images=images, option_prefix="data.")
 
-    def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool, keep_workers: bool) -> DataLoader:
+    def _loader(self, rows: pd.DataFrame, train: bool, shuffle: bool, keep_workers: bool, drop_last: bool = False) -> DataLoader:
         workers = self.workers
         extra: dict[str, Any] = {}
         if workers > 0:
@@ -260,14 +262,17 @@ class ManifestDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             pin_memory=self._pin(),
-            drop_last=False,
+            drop_last=drop_last,
             collate_fn=collate_channels_last,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.fit_rows, train=True, shuffle=True, keep_workers=True)
+        # drop_last: every train batch full, one input shape per run (cuDNN autotunes each new shape: ~20 s on an H200,
+        # docs/benchmarks.md "GPU check"); never when that would leave no batch at all
+        drop = self.drop_last and len(self.fit_rows) >= self.batch_size
+        return self._loader(self.fit_rows, train=True, shuffle=True, keep_workers=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_rows, train=False, shuffle=False, keep_workers=True) if len(self.val_rows) else []
