@@ -245,3 +245,26 @@ def test_early_stopping_follows_lightning(patience, min_delta, scores, stops_aft
             theirs = epoch
     assert ours == theirs == stops_after
     assert model.best_epoch.tolist() == [max(range(len(scores[: stops_after + 1])), key=lambda e: (scores[e], -e))]
+
+
+def test_epoch_progress_writes_periodic_lines_not_one_per_epoch(caplog: pytest.LogCaptureFixture):
+    """A round's heads often fit in a second: its plain log gets lines every KIBBLE_PROGRESS_SECONDS, not 15 a round."""
+    import logging
+    from types import SimpleNamespace
+
+    from kibble.progress import LOG_EVERY_SECONDS
+    from kibble.training.folds_together import EpochProgress
+
+    callback = EpochProgress("k-fold round 0: folds 1, 2 together", enabled=True)
+    module = SimpleNamespace(stopped=torch.zeros(2, dtype=torch.bool))
+    trainer = SimpleNamespace(max_epochs=15, callback_metrics={})
+    with caplog.at_level(logging.INFO):
+        callback.on_train_start(trainer, module)
+        if callback.bar._task is not None:  # a terminal shows a bar instead: nothing to count here
+            callback.on_train_end(trainer, module)
+            pytest.skip("stdout is a terminal")
+        assert callback.bar.every == LOG_EVERY_SECONDS > 0
+        for _ in range(15):
+            callback.on_train_epoch_end(trainer, module)
+        callback.on_train_end(trainer, module)
+    assert not [r for r in caplog.records if "heads training" in r.getMessage()]

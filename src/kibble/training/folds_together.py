@@ -71,7 +71,9 @@ class EpochProgress(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         from kibble.progress import Progress
 
-        self.bar = Progress(self.label, int(trainer.max_epochs or 0) or None, "epochs", enabled=self.enabled, every=0, logger=log)
+        # plain lines every KIBBLE_PROGRESS_SECONDS, not every epoch: a round's heads often fit in a second, and
+        # `make demo` printed 15 lines a round for them; a slow fit (10^6 rows) still reports as it goes
+        self.bar = Progress(self.label, int(trainer.max_epochs or 0) or None, "epochs", enabled=self.enabled, logger=log)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
