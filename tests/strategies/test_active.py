@@ -158,3 +158,30 @@ def test_bad_input_gives_one_line_errors():
         active.margin(np.array([[np.nan, 1.0]]))
     with pytest.raises(KibbleError, match="uncertainty="):
         active.kmeans_diverse(probs, emb, batch_size=3, uncertainty="bogus")
+
+
+def test_a_switch_hands_over_at_its_labels_per_class():
+    from kibble.strategies.active_registry import Switch, model_free, needs, parse_switch, strategy_at
+
+    assert parse_switch("margin") is None
+    assert parse_switch("typiclust:margin@5") == Switch("typiclust", "margin", 5.0)
+    assert [strategy_at("typiclust:margin@5", n, 10) for n in (0, 10, 49, 50, 200)] == ["typiclust"] * 3 + ["margin"] * 2
+    assert strategy_at("margin", 0, 10) == "margin"
+    assert model_free("typiclust:margin@5") and not model_free("margin:typiclust@5")
+    assert needs("typiclust:bald@2") == needs("typiclust") | needs("bald")
+    for bad in ("typiclust:margin", "typiclust:margin@0", "typiclust:margin@x", "typiclust:nope@5", "a:b:c@1"):
+        with pytest.raises(KibbleError, match="switch|active-learning"):
+            parse_switch(bad)
+
+
+def test_score_pool_runs_the_switch_member_the_labels_call_for_under_the_configured_name():
+    from kibble.queue.new_labels import score_pool
+
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=40)
+    early = score_pool(["random:margin@2"], probs, seed=1, n_labels=5)  # 5 labels < 2 x 3 classes: random
+    late = score_pool(["random:margin@2"], probs, seed=1, n_labels=6)
+    assert list(early) == list(late) == ["random:margin@2"]
+    np.testing.assert_allclose(early["random:margin@2"].score, run_active("random", probs, seed=1).score)
+    np.testing.assert_allclose(late["random:margin@2"].score, run_active("margin", probs).score)
+    with pytest.raises(KibbleError, match="switches by the number of labels; none was given"):
+        score_pool(["random:margin@2"], probs, seed=1)

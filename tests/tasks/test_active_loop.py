@@ -197,3 +197,16 @@ def test_stop_min_gain_stops_each_run_once_the_expected_gain_is_below_it(digits_
     assert gains.loc[("margin", 1), "gain_per_100_labels"] == pytest.approx(stopped.set_index("strategy").loc["margin", "gain_per_100_labels"])
     html = (ws / "active" / "report.html").read_text()
     assert "margin gain / 100 labels" in html and "margin band" in html and "2 of 2 runs stopped early" in html
+
+
+def test_a_switch_arm_picks_with_its_first_strategy_then_hands_over(digits_workspace: Path, digits_feature_cache: Path,
+                                                                     effnet_weights: Path, tmp_path: Path):
+    """typiclust:margin@1.5 from zero labels: typiclust at 0 and 10 labels (1/class), margin from 15 (1.5/class)."""
+    ws = seed_set_workspace(digits_workspace, digits_feature_cache, tmp_path, labels_per_class=0)
+    cfg = compose_config("loop", overrides(ws, effnet_weights, "active.strategy=[typiclust:margin@1.5]", "active.batch_size=[10,5,5]",
+                                           "active.seeds=[0]", "trainer.max_epochs=5"), output_dir=tmp_path / "out")
+    curves = pd.read_csv(loop.run(cfg)["curves"])
+    assert curves.loc[curves["strategy"] == "typiclust:margin@1.5", "n_labels"].tolist() == [0, 10, 15, 20]
+    arm = ws / "active" / "typiclust:margin@1.5" / "seed0" / "rounds"
+    picked = [pd.read_csv(arm / f"{r:03d}" / "queue.csv")["strategy"].unique().tolist() for r in range(3)]
+    assert picked == [["typiclust"], ["typiclust"], ["margin"]]

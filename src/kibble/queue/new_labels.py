@@ -13,7 +13,7 @@ import pandas as pd
 
 from kibble import KibbleError
 from kibble.queue.builder import build_queue
-from kibble.strategies.active_registry import get_active_strategy, needs, run_active
+from kibble.strategies.active_registry import get_active_strategy, needs, parse_switch, run_active, strategy_at
 from kibble.strategies.base import StrategyOutput
 from kibble.strategies.transfer import HeldOut
 
@@ -35,16 +35,23 @@ def pool_rows(manifest: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
 
 def score_pool(strategies: Sequence[str], probs: np.ndarray, *, embeddings: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
                severity: np.ndarray | None = None, batch_size: int | None = None, seed: int = 0,
-               params: Mapping[str, Mapping[str, Any]] | None = None, **inputs: Any) -> dict[str, StrategyOutput]:
+               params: Mapping[str, Mapping[str, Any]] | None = None, n_labels: int | None = None,
+               **inputs: Any) -> dict[str, StrategyOutput]:
     """Every configured active strategy over the pool, by name (unknown names fail before any work).
-    inputs: labelled_embeddings, held_out, n_classes (see `run_active`)."""
+    inputs: labelled_embeddings, held_out, n_classes (see `run_active`). A switch (typiclust:margin@5) runs the
+    member that `n_labels` labels call for, under its configured name (params: the member's)."""
+    members = {}
     for name in strategies:
         get_active_strategy(name)
+        if parse_switch(name) is not None and n_labels is None:
+            raise KibbleError(f"active strategy {name!r} switches by the number of labels; none was given")
+        n_classes = inputs.get("n_classes") or (probs.shape[1] if probs is not None else 0)
+        members[name] = strategy_at(name, int(n_labels or 0), int(n_classes))
     params = params or {}
     return {
-        name: run_active(name, probs, embeddings=embeddings, mc_probs=mc_probs, severity=severity,
-                         batch_size=batch_size, seed=seed, **inputs, **dict(params.get(name, {})))
-        for name in strategies
+        name: run_active(member, probs, embeddings=embeddings, mc_probs=mc_probs, severity=severity,
+                         batch_size=batch_size, seed=seed, **inputs, **dict(params.get(member, {})))
+        for name, member in members.items()
     }
 
 
@@ -73,6 +80,7 @@ def round_new_queue(ctx, strategies: Sequence[str], budget: int, params: Mapping
                     quotas: Mapping[str, float] | None = None, suppress: set[str] | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, StrategyOutput]]:
     """The kind=new part of a k-fold round's queue, from the fold-ensemble pool predictions
     (rounds/NNN/predictions.parquet; embeddings when cv.save_embeddings=true)."""
+    from kibble.data.datamodule import trainable_rows
     from kibble.predictions.store import stack
 
     pool = pool_rows(ctx.manifest, str(ctx.workspace.manifest))
@@ -93,6 +101,6 @@ def round_new_queue(ctx, strategies: Sequence[str], budget: int, params: Mapping
     labelled = ctx.embeddings() if any(needs(n) & {"labelled_embeddings", "held_out"} for n in strategies) else None
     held_out = HeldOut(labelled, ctx.given_indices(), ctx.probs()) if labelled is not None else None  # the OOF: held out by its fold
     outputs = score_pool(strategies, probs, embeddings=embeddings, severity=severity, batch_size=budget, seed=seed, params=params,
-                         labelled_embeddings=labelled, held_out=held_out)
+                         labelled_embeddings=labelled, held_out=held_out, n_labels=int(trainable_rows(ctx.manifest).sum()))
     queue = build_new_queue(pool, outputs, ctx.classes.names, budget, round_index=ctx.round_index, quotas=quotas, suppress=suppress)
     return queue, outputs

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -51,22 +52,59 @@ MODEL_FREE = frozenset({"typiclust", "probcover", "atl_representative", "kmeans"
 _TAKE_NO_PROBS = frozenset({"typiclust", "probcover", "atl_representative"})  # probs=None is their own argument
 
 
+class Switch(NamedTuple):
+    """`first:then@per_class`: `first` picks while the labelled set holds fewer than `per_class` labels per class
+    (on average), `then` from there on. Cold-start strategies lead at a handful of labels per class and
+    uncertainty sampling beyond (Hacohen et al. 2022, TypiClust's budget regimes); one arm can follow both."""
+
+    first: str
+    then: str
+    per_class: float
+
+
+def parse_switch(name: str) -> Switch | None:
+    """The switch a name spells (`typiclust:margin@5`), None for a plain strategy name; bad ones: one line."""
+    if ":" not in name:
+        return None
+    match = re.fullmatch(r"([a-z_]+):([a-z_]+)@(\d+(?:\.\d+)?)", name)
+    if match is None or float(match.group(3)) <= 0:
+        raise KibbleError(f"active strategy {name!r}: a switch is FIRST:THEN@N (N > 0 labels per class), e.g. typiclust:margin@5")
+    switch = Switch(match.group(1), match.group(2), float(match.group(3)))
+    for member in switch[:2]:
+        get_active_strategy(member)
+    return switch
+
+
+def strategy_at(name: str, n_labels: int, n_classes: int) -> str:
+    """The strategy that picks the next batch when `n_labels` labels over `n_classes` classes exist (a switch's
+    member; a plain name is itself)."""
+    switch = parse_switch(name)
+    if switch is None:
+        return name
+    return switch.first if n_labels < switch.per_class * n_classes else switch.then
+
+
 def get_active_strategy(name: str) -> Callable[..., StrategyOutput]:
-    """Look an active-learning strategy up by name."""
-    return lookup(ACTIVE_STRATEGIES, name, "active-learning")
+    """Look an active-learning strategy up by name (a switch: its members are checked, the first returned)."""
+    switch = parse_switch(name)
+    return lookup(ACTIVE_STRATEGIES, switch.first if switch else name, "active-learning")
 
 
 def needs(name: str) -> frozenset[str]:
     """Inputs strategy `name` needs beyond probabilities (mc_probs, embeddings, severity, batch_size, seed,
-    labelled_embeddings, held_out)."""
+    labelled_embeddings, held_out); a switch needs what either member needs."""
+    switch = parse_switch(name)
+    if switch is not None:
+        return needs(switch.first) | needs(switch.then)
     get_active_strategy(name)
     return NEEDS.get(name, frozenset())
 
 
 def model_free(name: str) -> bool:
-    """Whether strategy `name` can choose a batch without a model (a cold start from zero labels)."""
+    """Whether strategy `name` can choose a batch without a model (a cold start from zero labels; a switch: its first)."""
+    switch = parse_switch(name)
     get_active_strategy(name)
-    return name in MODEL_FREE
+    return (switch.first if switch else name) in MODEL_FREE
 
 
 def run_active(name: str, probs: np.ndarray | None, *, embeddings: np.ndarray | None = None, mc_probs: np.ndarray | None = None,

@@ -48,7 +48,7 @@ from kibble.paths import Workspace
 from kibble.queue.formats import write_queue_files
 from kibble.queue.new_labels import build_new_queue, pool_rows, score_pool
 from kibble.rounds import update_round_metrics
-from kibble.strategies.active_registry import get_active_strategy, model_free, needs
+from kibble.strategies.active_registry import get_active_strategy, model_free, needs, strategy_at
 from kibble.strategies.transfer import HeldOut
 from kibble.training.build import attach_features, build_data_and_model, build_trainer, features_mode, predict_rows, restore_best
 from kibble.labels.merge import merge_reviews
@@ -219,7 +219,9 @@ class ArmRunner:
 
     def select(self, dm, model, manifest: pd.DataFrame, round_index: int, batch: int) -> pd.DataFrame:
         """The round's new-label queue; model=None (no labels yet): the cold-start strategy, without probabilities."""
-        name = self.strategy if model is not None else self.cold_start
+        labelled = manifest[trainable_rows(manifest)]
+        # a switch (typiclust:margin@5) picks by the labels there are; no model yet: the cold-start strategy
+        name = strategy_at(self.strategy if model is not None else self.cold_start, len(labelled), len(self.classes.names))
         pool = pool_rows(manifest, str(self.ws.manifest))
         embeddings = self.rows_of(pool)
         probs = predict_rows(model, dm, pool, self.cfg.trainer)["probs"].astype(np.float64) if model is not None else None
@@ -235,7 +237,7 @@ class ArmRunner:
         severity = self.classes.severity_matrix(self.ws.root) if name == "expected_cost" else None
         outputs = score_pool([name], probs, embeddings=embeddings, mc_probs=mc, severity=severity, batch_size=batch,
                              seed=self.seed * 1000 + round_index, params={name: self.params.get(name, {})},
-                             labelled_embeddings=self.rows_of(manifest[trainable_rows(manifest)]), held_out=held_out,
+                             labelled_embeddings=self.rows_of(labelled), held_out=held_out,
                              n_classes=len(self.classes.names))
         return build_new_queue(pool, outputs, self.classes.names, batch, round_index=round_index)
 
