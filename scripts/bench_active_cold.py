@@ -1,6 +1,6 @@
 """Active learning from zero labels on Imagewoof: eight strategies at 1, 2, 5, 10 and 20 labels per class.
 
-    python scripts/bench_active_cold.py [--workdir workspaces/bench] [--seeds 0 1 2] [--reuse] [--quick] [--no-record]
+    python scripts/bench_active_cold.py [--workdir workspaces/bench] [--seeds 0 1 2] [--phase dev|test|both] [--reuse] [--quick] [--no-record]
 
 Protocol, fixed before the run (docs/benchmarks.md, "Protocol (all benchmarks)"):
 - Strategies, with their package defaults: random (the baseline), margin, bald, hybrid, typiclust,
@@ -25,6 +25,12 @@ Protocol, fixed before the run (docs/benchmarks.md, "Protocol (all benchmarks)")
   the labels needed to reach random's accuracy at 10 and at 20 labels per class (linear between points).
 - Targets (issue 16): at 1 and 2 labels per class the headline beats random by >= 10 accuracy points;
   it reaches random's 20-labels-per-class accuracy with <= 0.5x random's labels.
+- Dev phase (`--phase dev`, before the test run): on dev seeds 100-102 (other training and strategy
+  seeds than the test's), typiclust and the switches typiclust:margin@N (typiclust below N labels per
+  class, margin from there) for N in 2, 5, 10 run beside random; the one whose worst dev seed needs the
+  smallest share of random's labels to reach random's 20-labels-per-class accuracy (never = worst) is
+  written to conf/active/cold.yaml (`active=cold`). The test phase's headline is what that file holds;
+  typiclust, the headline before the dev phase existed, stays as a secondary arm.
 Regenerates its own section of docs/benchmarks.md; skips without the data.
 """
 
@@ -48,7 +54,10 @@ from kibble.metrics.learning_curve import CURVE_COLUMNS, budget_comparison, pair
 
 TITLE = "Active learning from zero labels on Imagewoof: 1 to 20 labels per class, eight strategies (scripts/bench_active_cold.py)"
 SCHEDULE = [10, 10, 30, 50, 100]  # new labels per round: 10, 20, 50, 100, 200 in all
-HEADLINE = "typiclust"
+HEADLINE = "typiclust"  # the literature's cold-start method: the headline until a dev phase writes conf/active/cold.yaml
+DEV_SEEDS = [100, 101, 102]
+DEV_CANDIDATES = ["typiclust", "typiclust:margin@2", "typiclust:margin@5", "typiclust:margin@10"]
+COLD_YAML = Path(__file__).resolve().parents[1] / "conf" / "active" / "cold.yaml"
 SHARED_LOOP = ["typiclust", "probcover", "margin", "bald", "hybrid", "atl_representative"]
 HELD_OUT_LOOP = ["atl_uncertainty"]  # needs data.inner_val_fraction > 0: its own loop
 COLD_GAIN_POINTS, SHARE_TARGET = 10.0, 0.5
@@ -119,13 +128,15 @@ def zero_label_workspace(bench, name: str, allow_embed: bool) -> Path:
     return ws
 
 
-def summary_table(curves: pd.DataFrame, order: list[str], budgets: list[int], match: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summary_table(curves: pd.DataFrame, order: list[str], budgets: list[int], match: list[int],
+                  headline: str = HEADLINE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per strategy: accuracy per budget, gaps at the two smallest budgets, labels to reach random; per-seed rows)."""
     per_seed = budget_comparison(curves[CURVE_COLUMNS], budgets=budgets, match_at=match)
     rows = []
     for name in order:
         part = per_seed[per_seed["strategy"] == name]
-        row = {"strategy": name, "role": "headline (declared)" if name == HEADLINE else "baseline" if name == "random" else "secondary"}
+        role = "headline (dev-chosen)" if name == headline and headline != HEADLINE else "headline (declared)" if name == headline else "secondary"
+        row = {"strategy": name, "role": "baseline" if name == "random" else role}
         for b in budgets:
             row[per_class(b)] = pm(part[f"acc@{b}"].mean(), part[f"acc@{b}"].std(ddof=1))
         for b in budgets[:2]:
@@ -149,19 +160,36 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse a loop already run with the same settings")
     parser.add_argument("--allow-embed", action="store_true", help="let the loop embed images missing from the shared feature cache")
     parser.add_argument("--no-record", action="store_true", help="print, do not touch docs/benchmarks.md")
+    parser.add_argument("--phase", choices=["dev", "test", "both"], default="both",
+                        help="dev: choose the headline on dev seeds and write conf/active/cold.yaml; test: the seeds' run; both: dev, then test")
     args = parser.parse_args()
     args.reused = False
-    shared, held_out = SHARED_LOOP, HELD_OUT_LOOP
+    shared, held_out, candidates = SHARED_LOOP, HELD_OUT_LOOP, DEV_CANDIDATES
     if args.quick:
         args.seeds, args.schedule, args.no_record, shared, held_out = args.seeds[:2], [10, 10], True, ["typiclust", "margin"], []
+        candidates = ["typiclust", "typiclust:margin@1"]
     if len(args.seeds) < 3 and not args.quick:
         print(f"warning: {len(args.seeds)} seeds; the protocol asks for at least 3")
     bench = imagewoof_bench(args.workdir, "imagewoof_active_cold_quick" if args.quick else "imagewoof_active_cold")
     if bench is None:
         return
-    print(f"headline (declared before the run): {HEADLINE}; schedule {args.schedule}; seeds {args.seeds}")
     load_start, start = os.getloadavg()[0], time.perf_counter()
     ws = zero_label_workspace(bench, "zero", args.allow_embed)
+    budgets = [int(b) for b in np.cumsum(args.schedule)]
+    match = [b for b in budgets if b in (10 * N_CLASSES, 20 * N_CLASSES)] or budgets[-1:]
+    board_path = bench.workspace / "dev_board.csv"
+    if args.phase in ("dev", "both"):
+        choice, board = dev_phase(bench, ws, candidates, args, budgets, match)
+        board.to_csv(board_path, index=False)
+        if not args.quick:
+            write_cold_yaml(choice, board)
+        print(f"dev phase: {choice} ({COLD_YAML if not args.quick else 'quick: not written'})\n{board.to_string(index=False)}")
+        if args.phase == "dev":
+            return
+    headline = declared_headline() if not args.quick else "typiclust:margin@1"
+    if headline not in shared:
+        shared = [headline, *shared]
+    print(f"headline (declared before the run): {headline}; schedule {args.schedule}; seeds {args.seeds}")
     fallbacks = FallbackCount()
     logging.getLogger("kibble.strategies.transfer").addHandler(fallbacks)
     parts, minutes = [], []
@@ -183,40 +211,97 @@ def main() -> None:
     bench.workspace.mkdir(parents=True, exist_ok=True)
     curves.to_csv(bench.workspace / "curves_all.csv", index=False)
 
-    budgets = [int(b) for b in np.cumsum(args.schedule)]
-    match = [b for b in budgets if b in (10 * N_CLASSES, 20 * N_CLASSES)] or budgets[-1:]
     order = [*shared, *held_out, "random"]
-    table, per_seed = summary_table(curves, order, budgets, match)
+    table, per_seed = summary_table(curves, order, budgets, match, headline)
     per_seed.to_csv(bench.workspace / "per_seed.csv", index=False)
     print(table.to_string(index=False))
-    notes = headline_notes(per_seed, budgets, match) + protocol_notes(args, fallbacks.count, minutes, load_start, load_end, time.perf_counter() - start)
+    dev = dev_notes(pd.read_csv(board_path), headline) if board_path.is_file() and headline != HEADLINE else []
+    notes = headline_notes(per_seed, budgets, match, headline) + dev + protocol_notes(args, fallbacks.count, minutes, load_start, load_end, time.perf_counter() - start)
     print("\n".join(notes))
     if not args.no_record:
         record(TITLE, table, notes)
 
 
-def headline_notes(per_seed: pd.DataFrame, budgets: list[int], match: list[int]) -> list[str]:
+def dev_phase(bench, ws: Path, candidates: list[str], args, budgets: list[int], match: list[int]) -> tuple[str, pd.DataFrame]:
+    """The candidates and random on the dev seeds, in a copy of the zero-label workspace: (choice, board)."""
+    import argparse
+
+    ws_dev = bench.workspace / "zero_dev"
+    if not (args.reuse and (ws_dev / "active").is_dir()):
+        shutil.rmtree(ws_dev, ignore_errors=True)
+        shutil.copytree(ws, ws_dev, ignore=shutil.ignore_patterns("active", "rounds", "runs"))
+    dev_args = argparse.Namespace(**{**vars(args), "seeds": DEV_SEEDS[: len(args.seeds)] if args.quick else DEV_SEEDS, "reused": False})
+    curves, minutes = run_loop(bench, ws_dev, candidates, dev_args, [])
+    print(f"dev loop ({candidates} + random, seeds {dev_args.seeds}): {minutes:.1f} min")
+    per_seed = budget_comparison(curves[CURVE_COLUMNS], budgets=budgets, match_at=match)
+    return choose_on_dev(per_seed, candidates, match[-1])
+
+
+def dev_notes(board: pd.DataFrame, headline: str) -> list[str]:
+    rows = "; ".join(f"{r['strategy']}: worst {r['worst share']:.2f}x, mean {r['mean share']:.2f}x (per seed {r['per seed']})" for _, r in board.iterrows())
+    return [f"Dev phase (before this run; seeds {DEV_SEEDS}, other training and strategy seeds than the test's, same images): "
+            f"share of random's labels to reach random's 20-labels-per-class accuracy, worst dev seed first: {rows}. "
+            f"Chosen: {headline} (conf/active/cold.yaml), the test headline; typiclust, the headline before, is secondary here."]
+
+
+def choose_on_dev(per_seed: pd.DataFrame, candidates: list[str], last: int) -> tuple[str, pd.DataFrame]:
+    """The candidate whose worst dev seed needs the smallest share of random's labels to reach random's accuracy at
+    `last` labels (a seed that never gets there counts as infinitely many); ties: the smaller mean share."""
+    rows = []
+    for name in candidates:
+        share = per_seed.loc[per_seed["strategy"] == name, f"need@{last}"].to_numpy(float) / last
+        share = np.where(np.isnan(share), np.inf, share)
+        rows.append({"strategy": name, "worst share": float(share.max()), "mean share": float(share.mean()),
+                     "per seed": ", ".join("never" if not np.isfinite(v) else f"{v:.2f}" for v in share)})
+    board = pd.DataFrame(rows).sort_values(["worst share", "mean share"], kind="stable").reset_index(drop=True)
+    return str(board.loc[0, "strategy"]), board
+
+
+def write_cold_yaml(choice: str, board: pd.DataFrame) -> None:
+    """conf/active/cold.yaml: the default active config with the dev-chosen cold-start strategy (`active=cold`)."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    worst = board.set_index("strategy").loc[choice, "worst share"]
+    COLD_YAML.write_text(
+        f"# Cold start from zero or few labels, chosen on dev seeds {DEV_SEEDS} by scripts/bench_active_cold.py --phase dev ({stamp}):\n"
+        f"# of {DEV_CANDIDATES}, the one whose worst dev seed reached random's 20-labels-per-class accuracy with the smallest\n"
+        f"# share of random's labels ({worst:.2f}x). docs/benchmarks.md. Use: kibble loop mode=active active=cold\n"
+        "defaults:\n  - default\n  - _self_\n"
+        f"strategy: {choice}\n")
+
+
+def declared_headline() -> str:
+    """The test phase's headline: conf/active/cold.yaml's strategy once a dev phase wrote it, else typiclust."""
+    if not COLD_YAML.is_file():
+        return HEADLINE
+    import yaml
+
+    return str(yaml.safe_load(COLD_YAML.read_text())["strategy"])
+
+
+def headline_notes(per_seed: pd.DataFrame, budgets: list[int], match: list[int], headline: str = HEADLINE) -> list[str]:
     """The headline against the two targets, per seed too; then what the secondary strategies show."""
-    h, n = per_seed[per_seed["strategy"] == HEADLINE].set_index("seed"), per_seed["seed"].nunique()
+    h, n = per_seed[per_seed["strategy"] == headline].set_index("seed"), per_seed["seed"].nunique()
     lines = []
     for b in budgets[:2]:
         gaps = 100 * h[f"gap@{b}"]
         ok = gaps.mean() >= COLD_GAIN_POINTS
-        lines.append(f"Headline {HEADLINE} at {b} labels ({per_class(b)}): {pm(gaps.mean(), gaps.std(ddof=1), '{:+.1f}')} points over random "
+        lines.append(f"Headline {headline} at {b} labels ({per_class(b)}): {pm(gaps.mean(), gaps.std(ddof=1), '{:+.1f}')} points over random "
                      f"(per seed {', '.join(f'{g:+.1f}' for g in gaps)}; paired t-test p={paired_p(gaps.to_numpy(float)):.3f}). "
                      f"Target >= +{COLD_GAIN_POINTS:.0f} points: {'PASS' if ok else 'FAIL'}.")
     last = match[-1]
     need = h[f"need@{last}"]
     share = need / last
     ok = bool(need.notna().all() and (share <= SHARE_TARGET).all())
-    lines.append(f"Headline {HEADLINE} reaches random's accuracy at {last} labels with {pm(need.mean(), need.std(ddof=1), '{:.0f}')} labels "
+    lines.append(f"Headline {headline} reaches random's accuracy at {last} labels with {pm(need.mean(), need.std(ddof=1), '{:.0f}')} labels "
                  f"({need.notna().sum()}/{n} seeds reached it; per seed {', '.join('never' if v != v else f'{v:.0f}' for v in need)}), "
                  f"{pm(share.mean(), share.std(ddof=1), '{:.2f}')}x random's. Target <= {SHARE_TARGET}x in every seed: {'PASS' if ok else 'FAIL'}.")
     if len(budgets) >= 2:  # how flat the curves are where that count is read off
         a, b = budgets[-2], budgets[-1]
         rise = {name: 100 * per_seed.loc[per_seed["strategy"] == name, f"acc@{b}"].mean() - 100 * per_seed.loc[per_seed["strategy"] == name, f"acc@{a}"].mean()
-                for name in (HEADLINE, "random")}
-        lines.append(f"From {a} to {b} labels the headline's mean accuracy rises {rise[HEADLINE]:.1f} points and random's {rise['random']:.1f}: "
+                for name in (headline, "random")}
+        lines.append(f"From {a} to {b} labels the headline's mean accuracy rises {rise[headline]:.1f} points and random's {rise['random']:.1f}: "
                      "the labels needed to reach random's last accuracy are read off a nearly flat stretch of curve, hence their spread.")
     return lines
 

@@ -47,3 +47,15 @@ def test_the_headline_passes_only_when_it_beats_random_in_every_sense():
     notes = bench.headline_notes(per_seed, BUDGETS, [100, 200])
     assert [line.rsplit(": ", 1)[1] for line in notes[:3]] == ["PASS.", "FAIL.", "FAIL."], notes
     assert "per seed 50, 50, never" in notes[2] and "(2/3 seeds reached it" in notes[2]
+
+
+def test_the_dev_phase_picks_the_best_worst_seed_and_never_counts_as_worst():
+    per_seed = pd.DataFrame({"strategy": ["a"] * 3 + ["b"] * 3 + ["c"] * 3,
+                             "seed": [0, 1, 2] * 3,
+                             "need@200": [80, 90, 100, 60, 70, np.nan, 95, 96, 97]})
+    choice, board = bench.choose_on_dev(per_seed, ["a", "b", "c"], 200)
+    assert choice == "a"  # b is best on two seeds but never gets there on the third
+    assert board["strategy"].tolist() == ["a", "c", "b"]
+    assert board.loc[2, "worst share"] == np.inf and board.loc[2, "per seed"] == "0.30, 0.35, never"
+    line = bench.dev_notes(board, "a")[0]
+    assert "a: worst 0.50x" in line and "Chosen: a (conf/active/cold.yaml)" in line
