@@ -50,7 +50,8 @@ def pm(mean: float, std: float, fmt: str = "{:.3f}") -> str:
 
 
 def run_settings(strategies: list[str], args) -> dict:
-    return {"strategies": [*strategies, "random"], "rounds": args.rounds, "batch": args.batch, "labels_per_class": args.labels_per_class}
+    return {"strategies": [*strategies, "random"], "rounds": args.rounds, "batch": args.batch, "labels_per_class": args.labels_per_class,
+            "model": MODEL}  # a run on another backbone is not reused
 
 
 def reusable(ws: Path, strategies: list[str], args) -> tuple[pd.DataFrame, float] | None:

@@ -26,7 +26,8 @@ Protocol, fixed before the run (docs/benchmarks.md, "Protocol (all benchmarks)")
 - Targets (issue 16): at 1 and 2 labels per class the headline beats random by >= 10 accuracy points;
   it reaches random's 20-labels-per-class accuracy with <= 0.5x random's labels.
 - Dev phase (`--phase dev`, before the test run): on dev seeds 100-102 (other training and strategy
-  seeds than the test's), typiclust and the switches typiclust:margin@N (typiclust below N labels per
+  seeds than the test's) and a dev workspace whose accuracy is measured on 20 % of the train images
+  (held out of its pool, stratified), never on the val split the test phase reports, typiclust and the switches typiclust:margin@N (typiclust below N labels per
   class, margin from there) for N in 2, 5, 10 run beside random; the one whose worst dev seed needs the
   smallest share of random's labels to reach random's 20-labels-per-class accuracy (never = worst) is
   written to conf/active/cold.yaml (`active=cold`). The test phase's headline is what that file holds;
@@ -53,6 +54,7 @@ from kibble.config import compose_config
 from kibble.metrics.learning_curve import CURVE_COLUMNS, budget_comparison, paired_p
 
 TITLE = "Active learning from zero labels on Imagewoof: 1 to 20 labels per class, eight strategies (scripts/bench_active_cold.py)"
+DEV_TEST_SHARE = 0.2  # of the train images: the dev phase's accuracy is measured on these, never on the val split the test phase reports
 SCHEDULE = [10, 10, 30, 50, 100]  # new labels per round: 10, 20, 50, 100, 200 in all
 HEADLINE = "typiclust"  # the literature's cold-start method: the headline until a dev phase writes conf/active/cold.yaml
 DEV_SEEDS = [100, 101, 102]
@@ -129,13 +131,13 @@ def zero_label_workspace(bench, name: str, allow_embed: bool) -> Path:
 
 
 def summary_table(curves: pd.DataFrame, order: list[str], budgets: list[int], match: list[int],
-                  headline: str = HEADLINE) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  headline: str = HEADLINE, dev_chosen: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per strategy: accuracy per budget, gaps at the two smallest budgets, labels to reach random; per-seed rows)."""
     per_seed = budget_comparison(curves[CURVE_COLUMNS], budgets=budgets, match_at=match)
     rows = []
     for name in order:
         part = per_seed[per_seed["strategy"] == name]
-        role = "headline (dev-chosen)" if name == headline and headline != HEADLINE else "headline (declared)" if name == headline else "secondary"
+        role = ("headline (dev-chosen)" if dev_chosen else "headline (declared)") if name == headline else "secondary"
         row = {"strategy": name, "role": "baseline" if name == "random" else role}
         for b in budgets:
             row[per_class(b)] = pm(part[f"acc@{b}"].mean(), part[f"acc@{b}"].std(ddof=1))
@@ -212,10 +214,11 @@ def main() -> None:
     curves.to_csv(bench.workspace / "curves_all.csv", index=False)
 
     order = [*shared, *held_out, "random"]
-    table, per_seed = summary_table(curves, order, budgets, match, headline)
+    dev_chosen = COLD_YAML.is_file() and not args.quick
+    table, per_seed = summary_table(curves, order, budgets, match, headline, dev_chosen)
     per_seed.to_csv(bench.workspace / "per_seed.csv", index=False)
     print(table.to_string(index=False))
-    dev = dev_notes(pd.read_csv(board_path), headline) if board_path.is_file() and headline != HEADLINE else []
+    dev = dev_notes(pd.read_csv(board_path), headline) if board_path.is_file() and dev_chosen else []
     notes = headline_notes(per_seed, budgets, match, headline) + dev + protocol_notes(args, fallbacks.count, minutes, load_start, load_end, time.perf_counter() - start)
     print("\n".join(notes))
     if not args.no_record:
@@ -230,6 +233,7 @@ def dev_phase(bench, ws: Path, candidates: list[str], args, budgets: list[int], 
     if not (args.reuse and (ws_dev / "active").is_dir()):
         shutil.rmtree(ws_dev, ignore_errors=True)
         shutil.copytree(ws, ws_dev, ignore=shutil.ignore_patterns("active", "rounds", "runs"))
+        carve_dev_test(ws_dev)
     dev_args = argparse.Namespace(**{**vars(args), "seeds": DEV_SEEDS[: len(args.seeds)] if args.quick else DEV_SEEDS, "reused": False})
     curves, minutes = run_loop(bench, ws_dev, candidates, dev_args, [])
     print(f"dev loop ({candidates} + random, seeds {dev_args.seeds}): {minutes:.1f} min")
@@ -237,11 +241,32 @@ def dev_phase(bench, ws: Path, candidates: list[str], args, budgets: list[int], 
     return choose_on_dev(per_seed, candidates, match[-1])
 
 
+def carve_dev_test(ws: Path) -> int:
+    """The dev workspace measures accuracy on DEV_TEST_SHARE of the pool (stratified by the truth, seed 0), labelled and
+    moved to split test: the loop reads test before val, so the dev phase never scores on the test phase's val split."""
+    from sklearn.model_selection import train_test_split
+
+    from kibble.data.manifest import load_manifest, save_manifest
+    from kibble.paths import Workspace
+
+    w = Workspace(ws)
+    manifest = load_manifest(w.manifest)
+    pool = manifest.index[manifest["split"] == "pool"]
+    _, held = train_test_split(pool, test_size=DEV_TEST_SHARE, random_state=0, stratify=manifest.loc[pool, "true_label"].to_numpy(dtype=object))
+    manifest.loc[held, "split"] = "test"
+    manifest.loc[held, "label"] = manifest.loc[held, "true_label"]
+    save_manifest(manifest, w.manifest)
+    return len(held)
+
+
 def dev_notes(board: pd.DataFrame, headline: str) -> list[str]:
     rows = "; ".join(f"{r['strategy']}: worst {r['worst share']:.2f}x, mean {r['mean share']:.2f}x (per seed {r['per seed']})" for _, r in board.iterrows())
-    return [f"Dev phase (before this run; seeds {DEV_SEEDS}, other training and strategy seeds than the test's, same images): "
-            f"share of random's labels to reach random's 20-labels-per-class accuracy, worst dev seed first: {rows}. "
-            f"Chosen: {headline} (conf/active/cold.yaml), the test headline; typiclust, the headline before, is secondary here."]
+    stale = "" if board.loc[0, "strategy"] == headline else f" (the board's first, {board.loc[0, 'strategy']}, differs: a later dev run not yet written?)"
+    return [f"Dev phase (before this run; seeds {DEV_SEEDS}, other training and strategy seeds than the test's; accuracy on "
+            f"{DEV_TEST_SHARE:.0%} of the train images held out of the dev pool, not on the val split reported here): share of random's labels "
+            f"to reach random's 20-labels-per-class accuracy, best worst seed first: {rows}. "
+            f"Chosen: {headline} (conf/active/cold.yaml){stale}, this run's headline"
+            + ("; typiclust, the headline before the dev phase, is secondary here." if headline != HEADLINE else ".")]
 
 
 def choose_on_dev(per_seed: pd.DataFrame, candidates: list[str], last: int) -> tuple[str, pd.DataFrame]:
@@ -266,7 +291,8 @@ def write_cold_yaml(choice: str, board: pd.DataFrame) -> None:
     COLD_YAML.write_text(
         f"# Cold start from zero or few labels, chosen on dev seeds {DEV_SEEDS} by scripts/bench_active_cold.py --phase dev ({stamp}):\n"
         f"# of {DEV_CANDIDATES}, the one whose worst dev seed reached random's 20-labels-per-class accuracy with the smallest\n"
-        f"# share of random's labels ({worst:.2f}x). docs/benchmarks.md. Use: kibble loop mode=active active=cold\n"
+        f"# share of random's labels ({worst:.2f}x). docs/benchmarks.md. Use: kibble loop mode=active model=features active=cold;\n"
+        "# an experiment that sets active.strategy (active_imagewoof does) overrides it: pass active.strategy=... there\n"
         "defaults:\n  - default\n  - _self_\n"
         f"strategy: {choice}\n")
 

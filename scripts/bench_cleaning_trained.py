@@ -135,6 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--note", action="append", default=[], help="an extra line for the section's notes")
     p.add_argument("--deadline-s", type=float, default=None,
                    help="start no new seed after this many seconds; record the seeds finished by then (a time-boxed GPU lease)")
+    p.add_argument("--record-only", action="store_true",
+                   help="start nothing: record the seeds an earlier, stopped run finished (results.json of the same settings)")
     return p.parse_args(argv)
 
 
@@ -166,8 +168,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     reused = bool(results["groups"] or results["clean"])
     imported = import_clean(work, settings)
     for seed in args.seeds:
-        if args.deadline_s is not None and time.perf_counter() - start > args.deadline_s:
-            print(f"deadline of {args.deadline_s:.0f} s passed: no seed from {seed} on", flush=True)
+        if args.record_only or (args.deadline_s is not None and time.perf_counter() - start > args.deadline_s):
+            print("--record-only: no seed started" if args.record_only else f"deadline of {args.deadline_s:.0f} s passed: no seed from {seed} on",
+                  flush=True)
             break
         if str(seed) not in results["clean"]:
             t = time.perf_counter()
@@ -185,7 +188,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print("no seed finished: nothing to record", flush=True)
         return pd.DataFrame()
     if done != args.seeds:
-        args.note.append(f"Time-boxed run (--deadline-s {args.deadline_s:.0f}): seeds {done} finished of the {args.seeds} asked for.")
+        how = "recorded after the run was stopped (--record-only)" if args.record_only else f"--deadline-s {args.deadline_s:.0f}"
+        args.note.append(f"Time-boxed run ({how}): seeds {done} finished of the {args.seeds} asked for.")
         args.seeds = done
     table, verdicts, _ = summarise(results, args.rates, args.seeds, settings.rounds)
     wall = time.perf_counter() - start

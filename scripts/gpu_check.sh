@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 12, item 8): on one GPU, in under 8 minutes including the install,
+# The prepared GPU check (issue 12, item 8): on one GPU, about 8 minutes including the install (H200, 2026-11-28),
 #   (a) a plain PyTorch bf16 loop and (b) `kibble train` on the same Imagewoof subset, model
 #   (tf_efficientnet_lite0, offline ImageNet weights, 224 px), batch and transforms: images/s of both,
 #   their ratio (target kibble >= 0.95x plain), peak memory, the GPU's name;
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --data) [ $# -ge 2 ] || die "--data needs a directory"; DATA="$2"; shift ;;
     --work) [ $# -ge 2 ] || die "--work needs a directory"; WORK="$2"; shift ;;
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; PY="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) PASS+=("$1") ;;
   esac
   shift

@@ -161,9 +161,8 @@ def optional_steps(args, data: Path, work: Path, out: Path, env: dict[str, str],
         except StepFailed as err:
             summary["cleaning_trained_error"] = str(err)
             if "time box" in str(err):  # record the seeds it finished (cached in results.json): no new seed is started
-                deadline = cmd.index("--deadline-s") + 1
                 try:
-                    run_step("cleaning_trained_record", [*cmd[:deadline], "0", *cmd[deadline + 1:]], bench_env, timings, timeout=60)
+                    run_step("cleaning_trained_record", [*cmd, "--record-only"], bench_env, timings, timeout=60)
                 except StepFailed as again:
                     summary["cleaning_trained_error"] += f"; {again}"
         results = bench / "results.json"

@@ -105,7 +105,7 @@ def main() -> None:
             f"GPU: {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}.",
             "The same commands as the CPU section; both k-fold runs embed on the GPU (embedder.device=cuda, bf16 autocast, "
             "one loader per core but one, at most 8) with tf_efficientnet_lite0 at 224 px; the heads train on the CPU (the default "
-            "trainer: 5 folds x 30 epochs of a linear head, most of the cached round's time). Each command is its own process, "
+            "trainer: 5 folds x 30 epochs of a linear head). Each command is its own process, "
             "start-up and imports included.",
             "The merge's reviews take the model's suggestion for every queued image (an empty verdict: kibble infers "
             "confirmed or corrected).",

@@ -64,3 +64,5 @@ def test_a_deadline_already_past_starts_no_seed_and_records_nothing(tmp_path: Pa
     assert table.empty
     assert doc.read_text() == "# Benchmarks\n"
     assert not (tmp_path / "work" / "results.json").exists()
+    again = bench_cleaning_trained.main(["--workdir", str(tmp_path / "work"), "--doc", str(doc), "--seeds", "0", "--rates", "0.4", "--record-only"])
+    assert again.empty and doc.read_text() == "# Benchmarks\n"  # after a stopped run that finished nothing

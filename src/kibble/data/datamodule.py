@@ -269,9 +269,11 @@ class ManifestDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        # drop_last: every train batch full, one input shape per run (cuDNN autotunes each new shape: ~20 s on an H200,
-        # docs/benchmarks.md "GPU check"); never when that would leave no batch at all
-        drop = self.drop_last and len(self.fit_rows) >= self.batch_size
+        # drop_last: every train batch full, so training sees one input shape (cuDNN autotunes each new shape: 20-30 s
+        # on an H200, docs/benchmarks.md "GPU check"; evaluation keeps its partial batches); never when a process's
+        # share of the rows is less than a batch (DDP splits them across ranks)
+        world = int(getattr(self.trainer, "world_size", 1) or 1) if self.trainer is not None else 1
+        drop = self.drop_last and len(self.fit_rows) // world >= self.batch_size
         return self._loader(self.fit_rows, train=True, shuffle=True, keep_workers=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -94,13 +94,15 @@ def round_new_queue(ctx, strategies: Sequence[str], budget: int, params: Mapping
     preds = preds.loc[pool["sample_id"]].reset_index()
     probs = stack(preds) if len(preds) else np.zeros((0, len(ctx.classes)))
     embeddings = stack(preds, "embedding") if "embedding" in preds.columns and len(preds) else None
-    if "bald" in strategies:
+    n_labels = int(trainable_rows(ctx.manifest).sum())
+    members = [strategy_at(n, n_labels, len(ctx.classes.names)) for n in strategies]  # a switch: the member these labels call for
+    if "bald" in members:
         raise KibbleError("strategy 'bald' needs MC-dropout passes of a trained head; use it in `kibble loop mode=active` "
                           "(features mode), or pick entropy/margin/kmeans for a k-fold round")
-    severity = ctx.classes.severity_matrix(ctx.workspace.root) if "expected_cost" in strategies else None
-    labelled = ctx.embeddings() if any(needs(n) & {"labelled_embeddings", "held_out"} for n in strategies) else None
+    severity = ctx.classes.severity_matrix(ctx.workspace.root) if "expected_cost" in members else None
+    labelled = ctx.embeddings() if any(needs(n) & {"labelled_embeddings", "held_out"} for n in members) else None
     held_out = HeldOut(labelled, ctx.given_indices(), ctx.probs()) if labelled is not None else None  # the OOF: held out by its fold
     outputs = score_pool(strategies, probs, embeddings=embeddings, severity=severity, batch_size=budget, seed=seed, params=params,
-                         labelled_embeddings=labelled, held_out=held_out, n_labels=int(trainable_rows(ctx.manifest).sum()))
+                         labelled_embeddings=labelled, held_out=held_out, n_labels=n_labels)
     queue = build_new_queue(pool, outputs, ctx.classes.names, budget, round_index=ctx.round_index, quotas=quotas, suppress=suppress)
     return queue, outputs

@@ -117,6 +117,8 @@ def run_active(name: str, probs: np.ndarray | None, *, embeddings: np.ndarray | 
     already-labelled rows (typiclust, probcover, atl_representative; None at a cold start). held_out:
     labelled rows the model did not train on, with its predictions (atl_uncertainty). n_classes: the
     number of classes when there are no probs (probcover's purity heuristic)."""
+    if parse_switch(name) is not None:
+        raise KibbleError(f"active strategy {name!r} is a switch: pick its member for the labels there are with strategy_at() first")
     fn = get_active_strategy(name)
     want = needs(name)
     if name == "bald":
