@@ -101,12 +101,15 @@ def main() -> None:
         import torch
 
         record(GPU_TITLE, table, [
-            f"A folder of {n:,} images: {args.per_class} of each of the 10 classes of {source.name}'s train split, as DIR/<class>/<image>; "
-            f"GPU: {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}.",
+            f"A folder of {n:,} images: {args.per_class} of each of the 10 classes of the GPU check's Imagewoof subset (train split, "
+            f"`scripts/gpu_check_data.py`), as DIR/<class>/<image>; GPU: {torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__}.",
             "The same commands as the CPU section; both k-fold runs embed on the GPU (embedder.device=cuda, bf16 autocast, "
             "one loader per core but one, at most 8) with tf_efficientnet_lite0 at 224 px; the heads train on the CPU (the default "
             "trainer: 5 folds x 30 epochs of a linear head). Each command is its own process, "
             "start-up and imports included.",
+            "Run by `bash scripts/gpu_check.sh --wheels .gpu/wheels --data .gpu/data --own-folder ...` (section \"GPU check\"); "
+            "the paths above are that machine's.",
             "The merge's reviews take the model's suggestion for every queued image (an empty verdict: kibble infers "
             "confirmed or corrected).",
         ], path=args.doc)
