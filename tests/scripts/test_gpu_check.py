@@ -133,3 +133,24 @@ def test_subset_is_stratified_and_keeps_the_layout(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "subset").iterdir()) == ["classes.csv", "train", "val"]
     again = build_subset(source, tmp_path / "subset", n_train=31, n_val=9)  # replaced, same pick
     assert again == info and sum(1 for _ in (tmp_path / "subset").rglob("*.png")) == 40
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_own_folder_step_times_the_readme_commands_and_records_its_section(tmp_path: Path, effnet_weights: Path):
+    """Step (d)'s script on the CPU: the README's own-folder commands, each its own process, into a given page."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(SCRIPTS / "gpu_check_data.py"), "--synthetic", "--out", str(data), "--classes", "4",
+                    "--train", "40", "--val", "8", "--size", "32"], check=True, capture_output=True)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "time_own_folder.py"), "--source", str(data), "--workdir", str(tmp_path / "w"),
+                           "--per-class", "10", "--doc", str(doc), "--override", f"paths.effnet_lite0={effnet_weights}",
+                           "--override", "embedder.input_size=32", "--override", "embedder.num_workers=0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=800, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = doc.read_text()
+    assert text.count("## Your own folder: five commands") == 1 and "A folder of 40 images" in text
+    for command in ("kibble import", "kibble kfold", "kibble status", "kibble report", "kibble merge", "(next round)"):
+        assert command in text
+    assert " merged " in text and "reviews from reviews.csv" in text  # the merge row's last line
