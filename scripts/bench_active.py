@@ -235,8 +235,8 @@ def main() -> None:
         f"Wall time {sum(per_seed_minutes):.1f} min ({', '.join(f'{m:.1f}' for m in per_seed_minutes)} per pool seed"
         + (f"; pool seeds {reused} reused from an earlier run of the same settings (--reuse), this run {minutes:.1f} min" if reused else "")
         + "); 1-min load average "
-        f"{load_start:.1f} at the start, {load_end:.1f} at the end, on {os.cpu_count()} cores (a shared machine: another benchmark "
-        "ran at the same time).",
+        f"{load_start:.1f} at the start, {load_end:.1f} at the end, on {os.cpu_count()} cores"
+        + (" (a shared machine: other jobs ran at the same time)." if max(load_start, load_end) > 0.75 * (os.cpu_count() or 1) else "."),
     ]
     print("\n".join(notes))
     if not args.no_record:
