@@ -247,14 +247,15 @@ def test_early_stopping_follows_lightning(patience, min_delta, scores, stops_aft
     assert model.best_epoch.tolist() == [max(range(len(scores[: stops_after + 1])), key=lambda e: (scores[e], -e))]
 
 
-def test_epoch_progress_writes_periodic_lines_not_one_per_epoch(caplog: pytest.LogCaptureFixture):
+def test_epoch_progress_writes_periodic_lines_not_one_per_epoch(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
     """A round's heads often fit in a second: its plain log gets lines every KIBBLE_PROGRESS_SECONDS, not 15 a round."""
     import logging
     from types import SimpleNamespace
 
-    from kibble.progress import LOG_EVERY_SECONDS
     from kibble.training.folds_together import EpochProgress
 
+    monkeypatch.setattr("kibble.progress.LOG_EVERY_SECONDS", 30.0)  # whatever KIBBLE_PROGRESS_SECONDS says here
+    LOG_EVERY_SECONDS = 30.0  # noqa: N806
     callback = EpochProgress("k-fold round 0: folds 1, 2 together", enabled=True)
     module = SimpleNamespace(stopped=torch.zeros(2, dtype=torch.bool))
     trainer = SimpleNamespace(max_epochs=15, callback_metrics={})

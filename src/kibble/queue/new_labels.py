@@ -46,6 +46,8 @@ def score_pool(strategies: Sequence[str], probs: np.ndarray, *, embeddings: np.n
         if parse_switch(name) is not None and n_labels is None:
             raise KibbleError(f"active strategy {name!r} switches by the number of labels; none was given")
         n_classes = inputs.get("n_classes") or (probs.shape[1] if probs is not None else 0)
+        if parse_switch(name) is not None and not n_classes:
+            raise KibbleError(f"active strategy {name!r} switches at labels per class; give n_classes (no probabilities to count them)")
         members[name] = strategy_at(name, int(n_labels or 0), int(n_classes))
     params = params or {}
     return {
