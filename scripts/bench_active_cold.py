@@ -243,7 +243,8 @@ def dev_phase(bench, ws: Path, candidates: list[str], args, budgets: list[int], 
 
 def carve_dev_test(ws: Path) -> int:
     """The dev workspace measures accuracy on DEV_TEST_SHARE of the pool (stratified by the truth, seed 0), labelled and
-    moved to split test: the loop reads test before val, so the dev phase never scores on the test phase's val split."""
+    moved to split test: the loop reads test before val, so the dev phase never scores on the split the test phase
+    reports (Imagewoof's val; a workspace's own test rows become val first)."""
     from sklearn.model_selection import train_test_split
 
     from kibble.data.manifest import load_manifest, save_manifest
@@ -251,6 +252,7 @@ def carve_dev_test(ws: Path) -> int:
 
     w = Workspace(ws)
     manifest = load_manifest(w.manifest)
+    manifest.loc[manifest["split"] == "test", "split"] = "val"
     pool = manifest.index[manifest["split"] == "pool"]
     _, held = train_test_split(pool, test_size=DEV_TEST_SHARE, random_state=0, stratify=manifest.loc[pool, "true_label"].to_numpy(dtype=object))
     manifest.loc[held, "split"] = "test"

@@ -59,3 +59,26 @@ def test_the_dev_phase_picks_the_best_worst_seed_and_never_counts_as_worst():
     assert board.loc[2, "worst share"] == np.inf and board.loc[2, "per seed"] == "0.30, 0.35, never"
     line = bench.dev_notes(board, "a")[0]
     assert "a: worst 0.50x" in line and "Chosen: a (conf/active/cold.yaml)" in line
+
+
+def test_the_dev_workspace_scores_on_train_images_held_out_of_its_pool(digits_workspace: Path, tmp_path: Path):
+    """The dev phase never measures on the val/test split the test phase reports: its test rows come out of the pool."""
+    import shutil
+
+    from helpers import import_workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(digits_workspace, ws, ignore=shutil.ignore_patterns("runs", "multiruns", "cache", "rounds"))
+    import_workspace(ws, ["overwrite=true", "pool.labels_per_class=0"])
+    before = pd.read_parquet(ws / "manifest.parquet")
+    n = bench.carve_dev_test(ws)
+    after = pd.read_parquet(ws / "manifest.parquet")
+    pool_before = before["split"] == "pool"
+    moved = pool_before & (after["split"] == "test")
+    assert n == moved.sum() == round(bench.DEV_TEST_SHARE * pool_before.sum())
+    assert (after.loc[moved, "label"] == after.loc[moved, "true_label"]).all()  # labelled with the truth, to score on
+    assert after.loc[moved, "true_label"].nunique() == before.loc[pool_before, "true_label"].nunique()  # stratified: every class
+    assert ((after["split"] == "test") == moved).all()  # the loop scores on test: the carved rows alone
+    assert (after.loc[before["split"] == "test", "split"] == "val").all()  # the workspace's own test rows step aside
+    untouched = ~pool_before
+    pd.testing.assert_frame_equal(after.loc[untouched].drop(columns="split"), before.loc[untouched].drop(columns="split"))
