@@ -87,11 +87,16 @@ def missing_embeddings(overrides: list[str], model: str = MODEL) -> tuple[str, i
     return key, int(todo.sum()), len(rows)
 
 
+def composed_embedder(model: str = MODEL):
+    """The embedder config `kibble loop mode=active experiment=active_imagewoof model=...` composes."""
+    return compose_config("loop", ["mode=active", "experiment=active_imagewoof", f"model={model}"]).embedder
+
+
 def embedder_name() -> str:
     """The backbone and input size `model=MODEL` composes (the notes name what was measured)."""
-    cfg = compose_config("loop", ["mode=active", "experiment=active_imagewoof", f"model={MODEL}"])
-    size = cfg.embedder.get("input_size")
-    return f"{cfg.embedder.backbone}" + (f" ({size} px)" if size else " (its pretrained input size)")
+    embedder = composed_embedder()
+    size = embedder.get("input_size")
+    return f"{embedder.backbone}" + (f" ({size} px)" if size else " (its pretrained input size)")
 
 
 def run_pool_seed(bench, seed: int, strategies: list[str], args) -> tuple[pd.DataFrame, float, bool]:
@@ -211,6 +216,7 @@ def main() -> None:
         f"points (p={h['mean_accuracy_gap_p']:.3f}, {h['mean_accuracy_gap_verdict']}). Target (<= {TARGET_SHARE:.0%} of random's labels in every seed): "
         + ("PASS." if share_ok else "FAIL.")
     )
+    embedder = embedder_name()
     notes = [
         headline_line,
         f"Per pool seed ({headline}: share of random's labels, final gap): {each}.",
@@ -219,7 +225,7 @@ def main() -> None:
         f"Protocol: pool seeds {args.pool_seeds}; each re-imports Imagewoof's train split with a different labelled seed set "
         f"({args.labels_per_class}/class = {int(curves['n_seed_labels'].iloc[0])} labels, `pool.seed=S`) and runs "
         f"`kibble loop mode=active experiment=active_imagewoof model={MODEL}` with training seed S for every arm, {args.batch} new labels/round, "
-        f"{args.rounds} rounds; a linear FeatureClassifier head on cached {embedder_name()} embeddings, trained with Lightning "
+        f"{args.rounds} rounds; a linear FeatureClassifier head on cached {embedder} embeddings, trained with Lightning "
         "for a fixed 20 epochs each round; accuracy on Imagewoof's val split. Each strategy is paired with random's curve of the "
         "same pool seed; labels to reach random's final accuracy are interpolated linearly between rounds (`reached` counts the "
         "seeds where the curve got there; the share's mean ± std is over those). Gaps: paired t-test over seeds at 5 %, "
@@ -227,7 +233,7 @@ def main() -> None:
         f"Noise floor: random itself first touches its own final accuracy at {pm(rnd['share_of_random_labels_mean'], rnd['share_of_random_labels_std'], '{:.0%}')} "
         "of its labels (its curve is noisy on its plateau), so a share near that is not all due to selection.",
         f"Mean accuracy at {' / '.join(str(int(m)) for m in marks)} labels: {curve_line}.",
-        f"Caveats: the curves are flat -- frozen {embedder_name()} features already give {start_acc:.3f} at {int(marks[0])} labels and random "
+        f"Caveats: the curves are flat -- frozen {embedder} features already give {start_acc:.3f} at {int(marks[0])} labels and random "
         f"ends at {rnd['final_accuracy_mean']:.3f}, so the whole room between strategies is about {room:.1f} accuracy point(s), and a label "
         "count \"saved\" is read off a nearly horizontal curve. About "
         "96 % of Imagewoof's images are ImageNet-train images the backbone was trained on, so these embeddings are unusually good "

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_active import missing_embeddings, pm
+from bench_active import composed_embedder, missing_embeddings, pm
 from kibble.benchmarks import imagewoof_bench, record
 from kibble.config import compose_config
 from kibble.metrics.learning_curve import CURVE_COLUMNS, budget_comparison, paired_p
@@ -86,9 +86,7 @@ MODEL = "features"  # the features-mode default (lite1); the run of 2026-11-28 1
 
 def backbone() -> str:
     """The embedder `model=MODEL` composes (the notes name what was measured)."""
-    from kibble.config import compose_config
-
-    return str(compose_config("loop", ["mode=active", "experiment=active_imagewoof", f"model={MODEL}"]).embedder.backbone)
+    return str(composed_embedder(MODEL).backbone)
 
 
 def loop_overrides(bench, ws: Path, strategies: list[str], seeds: list[int], schedule: list[int], extra: list[str]) -> list[str]:
@@ -227,8 +225,6 @@ def main() -> None:
 
 def dev_phase(bench, ws: Path, candidates: list[str], args, budgets: list[int], match: list[int]) -> tuple[str, pd.DataFrame]:
     """The candidates and random on the dev seeds, in a copy of the zero-label workspace: (choice, board)."""
-    import argparse
-
     ws_dev = bench.workspace / "zero_dev"
     if not (args.reuse and (ws_dev / "active").is_dir()):
         shutil.rmtree(ws_dev, ignore_errors=True)
@@ -288,9 +284,11 @@ def write_cold_yaml(choice: str, board: pd.DataFrame) -> None:
     """conf/active/cold.yaml: the default active config with the dev-chosen cold-start strategy (`active=cold`)."""
     from datetime import datetime, timezone
 
+    from kibble.io import atomic_write_text
+
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     worst = board.set_index("strategy").loc[choice, "worst share"]
-    COLD_YAML.write_text(
+    atomic_write_text(COLD_YAML, 
         f"# Cold start from zero or few labels, chosen on dev seeds {DEV_SEEDS} by scripts/bench_active_cold.py --phase dev ({stamp}):\n"
         f"# of {DEV_CANDIDATES}, the one whose worst dev seed reached random's 20-labels-per-class accuracy with the smallest\n"
         f"# share of random's labels ({worst:.2f}x). docs/benchmarks.md. Use: kibble loop mode=active model=features active=cold;\n"

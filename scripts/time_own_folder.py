@@ -124,5 +124,6 @@ def main() -> None:
         "confirmed or corrected).",
     ], path=args.doc)
 
+
 if __name__ == "__main__":
     main()

@@ -33,6 +33,20 @@ def pool_rows(manifest: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     return manifest[pool]
 
 
+def switch_members(strategies: Sequence[str], n_labels: int | None, n_classes: int) -> dict[str, str]:
+    """Each configured name -> the strategy that picks now: itself, or a switch's member for `n_labels` labels over
+    `n_classes` classes (unknown names fail here, before any work)."""
+    members = {}
+    for name in strategies:
+        get_active_strategy(name)
+        if parse_switch(name) is not None and n_labels is None:
+            raise KibbleError(f"active strategy {name!r} switches by the number of labels; none was given")
+        if parse_switch(name) is not None and not n_classes:
+            raise KibbleError(f"active strategy {name!r} switches at labels per class; give n_classes (no probabilities to count them)")
+        members[name] = strategy_at(name, int(n_labels or 0), int(n_classes))
+    return members
+
+
 def score_pool(strategies: Sequence[str], probs: np.ndarray, *, embeddings: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
                severity: np.ndarray | None = None, batch_size: int | None = None, seed: int = 0,
                params: Mapping[str, Mapping[str, Any]] | None = None, n_labels: int | None = None,
@@ -40,15 +54,7 @@ def score_pool(strategies: Sequence[str], probs: np.ndarray, *, embeddings: np.n
     """Every configured active strategy over the pool, by name (unknown names fail before any work).
     inputs: labelled_embeddings, held_out, n_classes (see `run_active`). A switch (typiclust:margin@5) runs the
     member that `n_labels` labels call for, under its configured name (params: the member's)."""
-    members = {}
-    for name in strategies:
-        get_active_strategy(name)
-        if parse_switch(name) is not None and n_labels is None:
-            raise KibbleError(f"active strategy {name!r} switches by the number of labels; none was given")
-        n_classes = inputs.get("n_classes") or (probs.shape[1] if probs is not None else 0)
-        if parse_switch(name) is not None and not n_classes:
-            raise KibbleError(f"active strategy {name!r} switches at labels per class; give n_classes (no probabilities to count them)")
-        members[name] = strategy_at(name, int(n_labels or 0), int(n_classes))
+    members = switch_members(strategies, n_labels, inputs.get("n_classes") or (probs.shape[1] if probs is not None else 0))
     params = params or {}
     return {
         name: run_active(member, probs, embeddings=embeddings, mc_probs=mc_probs, severity=severity,
@@ -97,7 +103,7 @@ def round_new_queue(ctx, strategies: Sequence[str], budget: int, params: Mapping
     probs = stack(preds) if len(preds) else np.zeros((0, len(ctx.classes)))
     embeddings = stack(preds, "embedding") if "embedding" in preds.columns and len(preds) else None
     n_labels = int(trainable_rows(ctx.manifest).sum())
-    members = [strategy_at(n, n_labels, len(ctx.classes.names)) for n in strategies]  # a switch: the member these labels call for
+    members = list(switch_members(strategies, n_labels, len(ctx.classes.names)).values())  # a switch: the member these labels call for
     if "bald" in members:
         raise KibbleError("strategy 'bald' needs MC-dropout passes of a trained head; use it in `kibble loop mode=active` "
                           "(features mode), or pick entropy/margin/kmeans for a k-fold round")
